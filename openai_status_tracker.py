@@ -1,0 +1,1280 @@
+#!/usr/bin/env python3
+"""Print every new incident and status update from status pages, exactly once.
+
+openai_status_tracker watches the OpenAI status page (status.openai.com, served
+by incident.io) and every other status page listed in providers.txt, through
+their Atom or RSS feeds, and prints each new incident and each update once.
+
+Usage:
+    python3 openai_status_tracker.py --interval 30
+    python3 openai_status_tracker.py --once --history 5     # look, then exit
+
+Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
+beside this file; OpenAI alone when that file does not exist), --once,
+--history N, --json, --workers N, --timeout SECONDS (20), -v, --version.
+
+Output: every event is three lines on stdout, flushed at once:
+    [2026-09-14 03:57:19] Product: OpenAI - Chat Completions, Responses
+    Status: Resolved - All impacted services have now fully recovered.
+    Incident: Elevated error rates for Codex (https://status.openai.com//incidents/01M2...)
+The time is the update's own time, in UTC.  Product is the provider's name and
+the components the feed names (just the name when it names none).  With --json
+each event is one JSON object on one line instead.  Logs go to stderr.
+
+providers.txt: one feed per line, `URL [display name]`; blank lines and lines
+starting with # are ignored; the name defaults to the URL's host name.
+
+At start the tracker prints the incidents that are still open and remembers the
+rest silently (plus the N newest updates with --history N); from then on it
+prints every update once, oldest first.  A feed that fails is reported once
+when it starts failing and once when it recovers, and retried with backoff.
+
+Exit codes: 0 normal, also when stopped by SIGTERM or Ctrl+C; 1 runtime
+failure, or --once when a feed could not be read; 2 bad usage or providers file.
+
+Requires Python 3.6 or newer and nothing outside its standard library.  Under
+systemd run it as a simple service; events are flushed line by line, so
+`journalctl -f -u <unit>` shows them as they happen.
+"""
+
+__version__ = "1.0.0"
+
+import argparse
+import collections
+import concurrent.futures
+import hashlib
+import heapq
+import html
+import http.client
+import io
+import json
+import os
+import random
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+import zlib
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_tz
+from typing import NamedTuple, Optional, Tuple
+
+
+# ---------------------------------------------------------------- constants
+
+OPENAI_FEED = "https://status.openai.com/history.atom"
+OPENAI_NAME = "OpenAI"
+PROVIDERS_FILE = "providers.txt"
+USER_AGENT = "openai_status_tracker/%s (+python-urllib)" % __version__
+ACCEPT = ("application/atom+xml, application/rss+xml;q=0.9, "
+          "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1")
+
+DEFAULT_INTERVAL = 60.0          # seconds between two polls of one feed
+DEFAULT_TIMEOUT = 20.0           # whole deadline of one request, seconds
+MAX_WORKERS = 32                 # default cap of concurrent requests
+MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
+MAX_REDIRECTS = 5
+BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
+RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
+FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
+GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
+MESSAGE_LIMIT = 500              # characters of a message printed before "…"
+TEXT_LIMIT = 300                 # characters of a title or product line
+READ_SLICE = 0.5                 # a blocked read re-checks deadline and stop this often
+
+CLOSED_STATES = frozenset(["resolved", "completed", "postmortem"])
+MAINTENANCE_LABELS = frozenset(["scheduled", "in progress", "verifying", "completed"])
+STATES = {
+    "investigating": "investigating", "identified": "identified",
+    "monitoring": "monitoring", "resolved": "resolved",
+    "scheduled": "scheduled", "in_progress": "in_progress",
+    "verifying": "in_progress", "completed": "completed",
+    "postmortem": "postmortem",
+}
+LABELS = ("Investigating", "Identified", "Update", "Monitoring", "Resolved",
+          "Scheduled", "In progress", "Verifying", "Completed", "Postmortem")
+
+MONTHS = {name: number for number, name in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+# Zones that Statuspage writes in its <small> dates (old feeds use the page's
+# zone, e.g. "PST"); RFC 822 names the US ones too.
+ZONES = {"UTC": 0, "GMT": 0, "Z": 0, "UT": 0, "EST": -5, "EDT": -4,
+         "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+         "AKST": -9, "AKDT": -8, "HST": -10, "BST": 1, "CET": 1, "CEST": 2,
+         "EET": 2, "EEST": 3, "IST": 5.5, "SGT": 8, "JST": 9, "KST": 9,
+         "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13}
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?)?"
+    r"\s*([Zz]|[+-]\d\d:?\d\d)?$")
+_BLOCK_DATE = re.compile(
+    r"([A-Za-z]{3})[a-z]*\.?\s+(\d{1,2})(?:,?\s+(\d{4}))?\s*[,-]?\s*"
+    r"(\d{1,2}):(\d\d)\s*([A-Za-z]{1,5})?")
+# Statuspage: <p><small>DATE</small><br><strong>Label</strong> - message</p>,
+# newest first; a maintenance starts with a <strong> banner outside any block.
+_STATUSPAGE_BLOCK = re.compile(
+    r"<small>(.*?)</small>\s*(?:<br\s*/?>\s*)*<strong>(.*?)</strong>(.*?)"
+    r"(?=<small>|\Z)", re.S | re.I)
+# incident.io: <b>Status: Resolved</b><br/><br/>message<br/><br/>
+# <b>Affected components</b><ul><li>Name (Current state)</li></ul>
+_INCIDENTIO_STATUS = re.compile(r"<b>\s*Status:\s*(.*?)</b>(.*)", re.S | re.I)
+_INCIDENTIO_COMPONENTS = re.compile(r"<b>\s*Affected components\s*</b>", re.I)
+_LIST_ITEM = re.compile(r"<li[^>]*>(.*?)</li>", re.S | re.I)
+_TRAILING_STATE = re.compile(r"\s*\([^()]*\)$")
+_AFFECTED = re.compile(
+    r"(?:Affected (?:products|components|services)|This incident affected)"
+    r"\s*:\s*([^\n<]+)", re.I)
+_LEADING_LABEL = re.compile(
+    r"^(%s)\s*[-:\u2013\u2014]\s*" % "|".join(LABELS), re.I)
+_TAG = re.compile(r"<[^>]*>")
+_DROPPED_HTML = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
+_BREAKING_TAG = re.compile(r"<(?:br|/p|/li|/div|/h\d|/tr)\b[^>]*>", re.I)
+# Terminal escapes (CSI, OSC, two-byte ESC) go whole; then every other control
+# character, C1 included, and the invisible bidi overrides that can disguise
+# text ("Trojan Source", CVE-2021-42574).
+_ESCAPE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -~]?)")
+_CONTROL = re.compile(u"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_INVISIBLE = re.compile(u"[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
+_PROLOG_MARKUP = re.compile(r"\s*(<\?.*?\?>|<!--.*?-->)", re.S)
+
+
+# ---------------------------------------------------------------- data types
+
+class Provider(NamedTuple):
+    """One line of providers.txt."""
+    url: str
+    name: str
+
+
+class Update(NamedTuple):
+    """One status update of an incident."""
+    time: Optional[datetime]   # aware UTC, None when the feed gave no date
+    label: str                 # "Investigating", "Update", "Resolved", ...
+    message: str               # plain text
+
+
+class Entry(NamedTuple):
+    """One incident as a feed shows it now."""
+    id: str
+    title: str
+    link: str
+    updated: str           # the raw <updated>/<pubDate>: moves when the entry changes
+    components: Tuple[str, ...]
+    updates: Tuple[Update, ...]   # newest first
+    history: bool          # True when `updates` is the whole history (Statuspage)
+
+
+class Event(NamedTuple):
+    """One update to print."""
+    provider: str
+    kind: str              # "new" (first sight of the incident) or "update"
+    entry: Entry
+    index: int             # which of entry.updates
+
+
+class Mark(NamedTuple):
+    """What the tracker remembers of an entry: the dedup dict's value."""
+    updated: str
+    count: int             # updates seen (Statuspage keeps them all)
+    digest: int            # crc32 of what was last printable for it
+
+
+class Response(NamedTuple):
+    """An HTTP answer: status 200 with a body, or 304 with none."""
+    status: int
+    body: bytes
+    etag: Optional[str]
+    last_modified: Optional[str]
+
+
+class Job(NamedTuple):
+    """What a worker needs to poll one feed; a copy, so workers share nothing."""
+    url: str
+    etag: Optional[str]
+    last_modified: Optional[str]
+    digest: Optional[bytes]
+    timeout: float
+
+
+class Outcome(NamedTuple):
+    """What a worker found; entries is None when nothing changed or it failed."""
+    url: str
+    status: int            # HTTP status, 0 when there was none
+    entries: Optional[list]
+    digest: Optional[bytes]
+    etag: Optional[str]
+    last_modified: Optional[str]
+    error: Optional[str]
+    retry_after: Optional[float]
+    size: int
+    seconds: float
+
+
+class Config(NamedTuple):
+    """The command line, as the tracker uses it."""
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    workers: int = MAX_WORKERS
+    history: int = 0
+    json: bool = False
+    verbose: bool = False
+
+
+class TrackerError(Exception):
+    """A bad providers file or a bad feed; the message says which and why."""
+
+
+class ConfigError(TrackerError):
+    """The configuration cannot be used."""
+
+
+class FeedError(TrackerError):
+    """A feed could not be read or parsed."""
+
+    def __init__(self, message, status=0, retry_after=None):
+        TrackerError.__init__(self, message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------- text and dates
+
+def clean_text(text, limit=None):
+    """Return text on one line: no control characters, whitespace collapsed."""
+    text = _ESCAPE.sub("", text)
+    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1].rstrip() + "\u2026"
+    return text
+
+
+def html_to_text(markup, limit=None):
+    """Return the plain text of an HTML fragment: tags gone, entities decoded."""
+    markup = _BREAKING_TAG.sub(" ", _DROPPED_HTML.sub(" ", markup))
+    return clean_text(html.unescape(_TAG.sub("", markup)), limit)
+
+
+def _utc(year, month, day, hour=0, minute=0, second=0, micro=0, offset=0.0):
+    """Return an aware UTC datetime, or None for an impossible date."""
+    try:
+        local = datetime(year, month, day, hour, minute, second, micro)
+    except (ValueError, OverflowError):
+        return None
+    return (local - timedelta(hours=offset)).replace(tzinfo=timezone.utc)
+
+
+def parse_date(text):
+    """Return an RFC 3339 or RFC 822 date as aware UTC, or None."""
+    text = (text or "").strip()
+    match = _RFC3339.match(text)
+    if match:
+        year, month, day, hour, minute, second, fraction, zone = match.groups()
+        offset = 0.0
+        if zone and zone not in "Zz":
+            sign = -1 if zone[0] == "-" else 1
+            digits = zone[1:].replace(":", "")
+            offset = sign * (int(digits[:2]) + int(digits[2:]) / 60.0)
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        return _utc(int(year), int(month), int(day), int(hour or 0),
+                    int(minute or 0), int(second or 0), micro, offset)
+    try:
+        parts = parsedate_tz(text)
+    except (TypeError, ValueError, IndexError):
+        parts = None
+    if not parts:
+        return None
+    # RFC 5322 3.3: an unknown zone means "-0000", i.e. UTC with no claim.
+    offset = (parts[9] or 0) / 3600.0
+    return _utc(*parts[:6], offset=offset)
+
+
+def parse_block_date(text, reference):
+    """Return a Statuspage "Jul  9, 06:01 UTC" date as aware UTC, or None.
+
+    The block gives no year: take the reference's (the entry's newest date)
+    and step back a year if that would put the block in the future.
+    """
+    match = _BLOCK_DATE.search(text)
+    month = MONTHS.get(match.group(1).lower()) if match else None
+    if month is None:
+        return None
+    _, day, year, hour, minute, zone = match.groups()
+    offset = ZONES.get((zone or "UTC").upper())
+    if offset is None or (year is None and reference is None):
+        return None
+    when = _utc(int(year or reference.year), month, int(day), int(hour),
+                int(minute), offset=offset)
+    if year is None and when is not None and when > reference + timedelta(days=2):
+        when = _utc(reference.year - 1, month, int(day), int(hour),
+                    int(minute), offset=offset)
+    return when
+
+
+def normalise_state(label):
+    """Return the --json state of a label: investigating, ..., or unknown."""
+    return STATES.get(label.strip().lower().replace(" ", "_").replace("-", "_"),
+                      "unknown")
+
+
+def state_at(entry, index=0):
+    """Return the state as of update `index`: its newest label that is not "Update"."""
+    for update in entry.updates[index:]:
+        if update.label.strip().lower() != "update":
+            return normalise_state(update.label)
+    return "unknown"
+
+
+def is_open(entry):
+    """True for an incident or maintenance that has not ended."""
+    return state_at(entry) not in CLOSED_STATES | {"unknown"}
+
+
+def is_maintenance(entry):
+    """True when an update carries a maintenance label (Scheduled, ...)."""
+    return any(update.label.strip().lower() in MAINTENANCE_LABELS
+               for update in entry.updates)
+
+
+# ---------------------------------------------------------------- parsing feeds
+
+def _local(tag):
+    """Return an element tag without its namespace."""
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def refuse_dtd(body):
+    """Raise FeedError for a document with a DOCTYPE (entity bombs, XXE).
+
+    Feeds never need a DTD; refusing it before expat sees the document stops
+    billion laughs, quadratic blowup and external entities with the stdlib.
+    """
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        head = body[:4096].decode("utf-16", "replace")
+    else:
+        head = body[:4096].decode("latin-1")
+    position = 1 if head.startswith(u"\ufeff") else 0
+    while True:
+        match = _PROLOG_MARKUP.match(head, position)
+        if not match:
+            break
+        position = match.end()
+    rest = head[position:].lstrip()
+    if rest[:2] == "<!":
+        if rest[:14].lower() == "<!doctype html":
+            raise FeedError("got an HTML page, not a feed")
+        raise FeedError("refused: the document declares a DTD")
+    if rest[:5].lower() == "<html":
+        raise FeedError("got an HTML page, not a feed")
+
+
+def parse_xml(body):
+    """Return the root element of a feed document; raise FeedError."""
+    if not body.strip():
+        raise FeedError("empty body")
+    refuse_dtd(body)
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise FeedError("not well-formed XML: %s" % exc)
+
+
+def parse_feed(body):
+    """Parse an Atom 1.0 or RSS 2.0 document (bytes) into Entries, as ordered."""
+    root = parse_xml(body)
+    kind = _local(root.tag)
+    if kind == "feed":
+        items = [child for child in root if _local(child.tag) == "entry"]
+        return [_atom_entry(item) for item in items]
+    if kind in ("rss", "RDF"):
+        items = [node for node in root.iter() if _local(node.tag) == "item"]
+        return [_rss_entry(item) for item in items]
+    raise FeedError("not an Atom or RSS feed (root element <%s>)" % clean_text(kind, 40))
+
+
+def _children(element):
+    """Map local child names to their first element."""
+    found = {}
+    for child in element:
+        found.setdefault(_local(child.tag), child)
+    return found
+
+
+def _text_of(element):
+    """Return an element's text content, '' for a missing element."""
+    if element is None:
+        return ""
+    return "".join(element.itertext())
+
+
+def _markup_of(element):
+    """Return an Atom text construct as HTML (RFC 4287 3.1: text, html, xhtml)."""
+    if element is None:
+        return ""
+    if element.get("type", "text") in ("html", "text/html"):
+        return _text_of(element)
+    return html.escape(_text_of(element), quote=False)
+
+
+def _atom_link(element):
+    """Return the entry's alternate link (RFC 4287 4.2.7.2: rel defaults to it)."""
+    links = [child for child in element if _local(child.tag) == "link"]
+    for link in links:
+        if link.get("rel", "alternate") == "alternate":
+            return link.get("href", "")
+    return links[0].get("href", "") if links else ""
+
+
+def _atom_entry(element):
+    """Return the Entry of an Atom <entry>."""
+    fields = _children(element)
+    title = fields.get("title")
+    title = html_to_text(_markup_of(title), TEXT_LIMIT)
+    updated = _text_of(fields.get("updated")) or _text_of(fields.get("published"))
+    markup = _markup_of(fields.get("content")) or _markup_of(fields.get("summary"))
+    dates = [parse_date(_text_of(fields.get(name))) for name in ("updated", "published")]
+    return build_entry(_text_of(fields.get("id")), title, _atom_link(element),
+                       updated.strip(), markup, dates)
+
+
+def _rss_entry(element):
+    """Return the Entry of an RSS <item>."""
+    fields = _children(element)
+    updated = _text_of(fields.get("pubDate")) or _text_of(fields.get("date"))
+    markup = _text_of(fields.get("encoded")) or _text_of(fields.get("description"))
+    title = clean_text(_text_of(fields.get("title")), TEXT_LIMIT)
+    return build_entry(_text_of(fields.get("guid")), title,
+                       _text_of(fields.get("link")).strip(), updated.strip(),
+                       markup, [parse_date(updated)])
+
+
+def build_entry(raw_id, title, link, updated, markup, dates):
+    """Return an Entry from an item's parts, recognising the provider's shape."""
+    known = [date for date in dates if date is not None]
+    newest = max(known) if known else None
+    components, updates, history = extract_updates(markup, newest)
+    entry_id = clean_text(raw_id) or clean_text(link)
+    if not entry_id:
+        seed = ("%s\n%s" % (title, updated)).encode("utf-8", "replace")
+        entry_id = "sha1:" + hashlib.sha1(seed).hexdigest()
+    if not updates:
+        updates = (Update(newest, "Update", title),)
+    return Entry(entry_id, title, clean_text(link, 2 * TEXT_LIMIT), updated,
+                 components, updates, history)
+
+
+def extract_updates(markup, newest):
+    """Return (components, updates newest first, history?) from entry HTML."""
+    blocks = _STATUSPAGE_BLOCK.findall(markup)
+    if blocks:
+        updates = tuple(_statuspage_update(when, label, body, newest)
+                        for when, label, body in blocks)
+        return _affected(markup), updates, True
+    status = _INCIDENTIO_STATUS.search(markup)
+    if status:
+        rest = _INCIDENTIO_COMPONENTS.split(status.group(2), 1)
+        names = _LIST_ITEM.findall(rest[1]) if len(rest) > 1 else []
+        components = _unique(_TRAILING_STATE.sub("", html_to_text(name))
+                             for name in names)
+        label = html_to_text(status.group(1), 40) or "Update"
+        return components, (Update(newest, label, html_to_text(rest[0], MESSAGE_LIMIT)),), False
+    return _generic_update(markup, newest)
+
+
+def _statuspage_update(when, label, body, newest):
+    """Return one Statuspage block as an Update."""
+    message = html_to_text(body, MESSAGE_LIMIT + 2)
+    message = clean_text(message[1:] if message.startswith("-") else message, MESSAGE_LIMIT)
+    time_ = parse_block_date(html_to_text(when), newest) or newest
+    return Update(time_, html_to_text(label, 40) or "Update", message)
+
+
+def _generic_update(markup, newest):
+    """Return the single Update of a feed of no known shape."""
+    text = html_to_text(markup)
+    label = "Update"
+    match = _LEADING_LABEL.match(text)
+    if match:
+        label = match.group(1).capitalize()
+        text = text[match.end():]
+    if not text:
+        return _affected(markup), (), False
+    return _affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False
+
+
+def _affected(markup):
+    """Return components a text names itself ("Affected products: A, B")."""
+    match = _AFFECTED.search(html.unescape(_BREAKING_TAG.sub("\n", markup)))
+    if not match:
+        return ()
+    names = re.split(r",\s*|\s+and\s+", match.group(1).strip().rstrip("."))
+    return _unique(html_to_text(name) for name in names)
+
+
+def _unique(names):
+    """Return names de-duplicated, order kept, empty ones dropped."""
+    seen = collections.OrderedDict()
+    for name in names:
+        if name:
+            seen.setdefault(name, None)
+    return tuple(seen)
+
+
+def body_digest(body):
+    """Return a digest of the entries part of a feed.
+
+    incident.io (OpenAI) sends no ETag or Last-Modified and rewrites the
+    feed-level <updated> on every fetch: only what follows it says whether
+    anything happened.
+    """
+    match = _ENTRIES_START.search(body)
+    start = match.start() if match else 0
+    return hashlib.blake2b(memoryview(body)[start:], digest_size=16).digest()
+
+
+# ---------------------------------------------------------------- deciding what to print
+
+def _printable_digest(entry):
+    """Return a crc32 of what an update of `entry` would print."""
+    newest = entry.updates[0]
+    text = "\n".join((newest.label, newest.message) + entry.components)
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
+def mark_of(entry):
+    """Return the Mark to remember for an entry."""
+    return Mark(entry.updated, len(entry.updates), _printable_digest(entry))
+
+
+def _fresh_updates(old, entry, mark):
+    """Return indexes of the updates of a known entry that were not printed."""
+    if entry.history:
+        # Statuspage keeps every update; new ones are on top.  Text edits in
+        # place change nothing we count, so they print nothing.
+        return list(range(max(0, mark.count - old.count)))
+    if mark.updated != old.updated and mark.digest != old.digest:
+        return [0]
+    return []
+
+
+def diff_entries(seen, entries, first=False, history=0, provider=""):
+    """Return (events, marks): updates to print, and what to remember.
+
+    seen maps entry id -> Mark from earlier polls.  On a feed's first poll
+    (first=True) only incidents still open print, plus the `history` newest
+    updates; everything else is remembered silently.
+    """
+    marks, fresh = {}, []
+    for entry in entries:
+        if entry.id in marks:          # a duplicate id: the first one counts
+            continue
+        mark = marks[entry.id] = mark_of(entry)
+        old = seen.get(entry.id)
+        if first:
+            indexes = [0] if is_open(entry) else []
+        elif old is None:
+            indexes = range(len(entry.updates))
+        else:
+            indexes = _fresh_updates(old, entry, mark)
+        kind = "update" if old is not None else "new"
+        fresh += [(entry, index, kind) for index in indexes]
+    if first and history:
+        fresh += _newest_updates(entries, marks, history)
+    return _in_order(fresh, provider), marks
+
+
+def _newest_updates(entries, marks, count):
+    """Return the `count` newest (entry, index, "new") across a feed."""
+    pairs = [(entry, index, "new") for entry in entries if entry.id in marks
+             for index in range(len(entry.updates))]
+    pairs.sort(key=lambda pair: _time_key(pair[0].updates[pair[1]].time), reverse=True)
+    return pairs[:count]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _time_key(when):
+    return when if when is not None else _EPOCH
+
+
+def _in_order(fresh, provider):
+    """Return Events oldest first, without repeats; unknown times first."""
+    unique = collections.OrderedDict()
+    for entry, index, kind in fresh:
+        unique.setdefault((entry.id, index), (entry, index, kind))
+    ordered = sorted(unique.values(), key=lambda item: (
+        _time_key(item[0].updates[item[1]].time), -item[1]))
+    return [Event(provider, kind, entry, index) for entry, index, kind in ordered]
+
+
+# ---------------------------------------------------------------- formatting
+
+def _stamp(when):
+    return when.strftime("%Y-%m-%d %H:%M:%S") if when else "no date"
+
+
+def product_of(event):
+    """Return "Provider - A, B" or just "Provider"."""
+    components = ", ".join(event.entry.components)
+    text = "%s - %s" % (event.provider, components) if components else event.provider
+    return clean_text(text, TEXT_LIMIT)
+
+
+def format_event(event):
+    """Return the three lines that show one event (no trailing newline)."""
+    entry = event.entry
+    update = entry.updates[event.index]
+    status = "%s - %s" % (update.label, update.message) if update.message else update.label
+    incident = entry.title or entry.id
+    if entry.link:
+        incident = "%s (%s)" % (incident, entry.link)
+    return "[%s] Product: %s\nStatus: %s\nIncident: %s" % (
+        _stamp(update.time), product_of(event), status, incident)
+
+
+def format_json(event):
+    """Return one event as one line of JSON."""
+    entry = event.entry
+    update = entry.updates[event.index]
+    when = update.time.strftime("%Y-%m-%dT%H:%M:%SZ") if update.time else None
+    return json.dumps(collections.OrderedDict([
+        ("time", when), ("provider", event.provider),
+        ("product", product_of(event)), ("components", list(entry.components)),
+        ("state", state_at(entry, event.index)), ("label", update.label),
+        ("message", update.message), ("title", entry.title),
+        ("link", entry.link), ("id", entry.id), ("kind", event.kind),
+        ("maintenance", is_maintenance(entry)),
+    ]), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- providers.txt
+
+def _url_problem(url):
+    """Return why url cannot be polled, or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port
+    except ValueError as exc:
+        return "bad URL %r: %s" % (url, exc)
+    if parts.scheme not in ("http", "https"):
+        return "only http and https URLs can be polled, not %r" % url
+    if not parts.hostname:
+        return "URL %r has no host name" % url
+    return None
+
+
+def parse_providers(text, source=PROVIDERS_FILE):
+    """Return Providers from providers.txt text; raise ConfigError "source:line: why"."""
+    providers, lines = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        if not line:
+            continue
+        url, _, name = line.partition(" ") if " " in line else line.partition("\t")
+        problem = _url_problem(url)
+        if problem is None and url in lines:
+            problem = "%s is already listed on line %d" % (url, lines[url])
+        if problem:
+            raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem)))
+        lines[url] = number
+        name = clean_text(name, 80) or urllib.parse.urlsplit(url).hostname
+        providers.append(Provider(url, name))
+    if not providers:
+        raise ConfigError("%s: no feeds listed" % source)
+    return providers
+
+
+def load_providers(path):
+    """Return the Providers of a providers file; raise ConfigError."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BODY_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("%s: not UTF-8 text (byte %d)" % (path, exc.start))
+    return parse_providers(text, path)
+
+
+def default_providers_path():
+    """Return providers.txt beside this file."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), PROVIDERS_FILE)
+
+
+# ---------------------------------------------------------------- fetching: the one seam to the network
+
+_request = threading.local()   # the deadline and stop flag of this thread's request
+
+
+class _DeadlineSocket(object):
+    """Wrap a connected socket so that every read honours one whole deadline.
+
+    A per-read socket timeout alone lets a server trickle one byte a second
+    forever; here each read waits at most until the request's deadline, and
+    re-checks the stop flag every READ_SLICE seconds.
+    """
+
+    def __init__(self, sock, deadline, stop):
+        self._sock, self._deadline, self._stop = sock, deadline, stop
+
+    def makefile(self, mode="rb", *args, **kwargs):
+        # Like socket.makefile: count the reader, so that closing the
+        # connection leaves the socket open until the response is read.
+        self._sock._io_refs += 1
+        return io.BufferedReader(socket.SocketIO(self, "rb"))
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        while True:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                raise socket.timeout("deadline passed")
+            self._sock.settimeout(min(remaining, READ_SLICE))
+            try:
+                return self._sock.recv_into(buffer, nbytes, flags)
+            except socket.timeout:
+                continue
+
+    def fileno(self):
+        return self._sock.fileno()
+
+    def _decref_socketios(self):
+        self._sock._decref_socketios()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock, *args, **kwargs):
+        limits = getattr(_request, "limits", None)
+        if limits is not None:
+            sock = _DeadlineSocket(sock, *limits)
+        http.client.HTTPResponse.__init__(self, sock, *args, **kwargs)
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_DeadlineHTTPConnection, req)
+
+
+if hasattr(http.client, "HTTPSConnection"):   # Python built without ssl has neither
+    class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
+        response_class = _DeadlineResponse
+
+    class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+        def do_open(self, http_class, req, **kwargs):
+            return urllib.request.HTTPSHandler.do_open(
+                self, _DeadlineHTTPSConnection, req, **kwargs)
+    _HANDLERS = (_DeadlineHTTPHandler, _DeadlineHTTPSHandler)
+else:
+    _HANDLERS = (_DeadlineHTTPHandler,)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    max_redirections = MAX_REDIRECTS
+    max_repeats = 2
+
+
+def parse_retry_after(value, now=None):
+    """Return Retry-After (seconds or HTTP date, RFC 9110 10.2.3) in seconds, or None."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP)
+    when = parse_date(value) if value else None
+    if when is None:
+        return None
+    now = now if now is not None else time.time()
+    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_CAP)
+
+
+def _describe(error):
+    """Return a short reason for a network error."""
+    reason = getattr(error, "reason", None)
+    if isinstance(error, urllib.error.URLError) and isinstance(reason, BaseException):
+        error = reason
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    if isinstance(error, socket.gaierror):
+        return "DNS lookup failed: %s" % (error.strerror or error)
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if type(error).__module__ == "ssl":
+        return "TLS error: %s" % (getattr(error, "reason", None) or error)
+    if isinstance(error, http.client.IncompleteRead):
+        return "answer cut short"
+    text = str(error) or type(error).__name__
+    return clean_text("%s: %s" % (type(error).__name__, text), 200)
+
+
+def _read_body(response, limit):
+    """Read a response body in chunks, refusing more than `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        chunk = response.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise FeedError("answer larger than %d bytes" % limit)
+        chunks.append(chunk)
+
+
+def gunzip(data, limit):
+    """Decode a gzip body, refusing more than `limit` bytes of output."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = decoder.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise FeedError("bad gzip data: %s" % exc)
+    if len(body) > limit or decoder.unconsumed_tail:
+        raise FeedError("answer larger than %d bytes after gzip decoding" % limit)
+    return body
+
+
+class Fetcher(object):
+    """Conditional GET over urllib: the only code that talks to the network."""
+
+    def __init__(self, user_agent=USER_AGENT, max_bytes=MAX_BODY_BYTES):
+        self.user_agent, self.max_bytes = user_agent, max_bytes
+        self.stop = threading.Event()
+        self._opener = urllib.request.build_opener(_RedirectHandler, *_HANDLERS)
+
+    def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
+        """Return a Response; raise FeedError with a one-line reason."""
+        headers = {"User-Agent": self.user_agent, "Accept": ACCEPT,
+                   "Accept-Encoding": "gzip"}
+        # RFC 9110 13.1: send back the validators of the last answer.
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        _request.limits = (time.monotonic() + timeout, self.stop)
+        try:
+            return self._get(urllib.request.Request(url, headers=headers),
+                             timeout, bool(etag or last_modified))
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304:   # urllib raises it; for us it is the cheap success
+                exc.close()
+                return Response(304, b"", exc.headers.get("ETag"),
+                                exc.headers.get("Last-Modified"))
+            raise self._http_error(exc)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise FeedError(_describe(exc))
+        finally:
+            _request.limits = None
+
+    def _get(self, request, timeout, conditional):
+        with self._opener.open(request, timeout=timeout) as answer:
+            body = _read_body(answer, self.max_bytes)
+            headers = answer.headers
+        encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            body = gunzip(body, self.max_bytes)
+        elif encoding != "identity":
+            raise FeedError("unsupported Content-Encoding %r" % clean_text(encoding, 40))
+        return Response(200, body, headers.get("ETag"), headers.get("Last-Modified"))
+
+    @staticmethod
+    def _http_error(exc):
+        """Return the FeedError for an HTTP error status (304 is not one)."""
+        try:
+            exc.close()
+        except Exception:
+            pass
+        reason = "HTTP %d %s" % (exc.code, clean_text(str(exc.reason), 80))
+        retry = None
+        if exc.code in (429, 503):
+            retry = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        return FeedError(reason.strip(), exc.code, retry)
+
+
+def fetch_feed(fetch, job):
+    """Fetch one feed and parse it unless unchanged; return an Outcome, never raise."""
+    started = time.monotonic()
+    status, size = 0, 0
+    try:
+        response = fetch(job.url, job.etag, job.last_modified, job.timeout)
+        status, size = response.status, len(response.body)
+        if status == 304:
+            if not (job.etag or job.last_modified):
+                raise FeedError("304 Not Modified to a request that asked for none", 304)
+            return Outcome(job.url, 304, None, job.digest, response.etag or job.etag,
+                           response.last_modified or job.last_modified, None, None,
+                           0, time.monotonic() - started)
+        digest = body_digest(response.body)
+        entries = None if digest == job.digest else parse_feed(response.body)
+        return Outcome(job.url, status, entries, digest, response.etag,
+                       response.last_modified, None, None, size,
+                       time.monotonic() - started)
+    except FeedError as exc:
+        return Outcome(job.url, exc.status or status, None, None, None, None,
+                       str(exc), exc.retry_after, size, time.monotonic() - started)
+    except Exception as exc:   # a bug must cost one poll, never the process
+        return Outcome(job.url, status, None, None, None, None,
+                       "internal error: %s" % _describe(exc), None, size,
+                       time.monotonic() - started)
+
+
+# ---------------------------------------------------------------- the scheduler
+
+class Feed(object):
+    """What the tracker knows of one feed; touched by the scheduler thread only."""
+
+    __slots__ = ("provider", "seen", "gone", "etag", "last_modified", "digest",
+                 "failures", "failing", "due", "busy", "polls", "ok")
+
+    def __init__(self, provider):
+        self.provider = provider
+        self.seen = None          # entry id -> Mark; None until the first good poll
+        self.gone = {}            # entry id -> wall time it left the feed
+        self.etag = self.last_modified = self.digest = None
+        self.failures, self.failing = 0, False
+        self.due, self.busy, self.polls, self.ok = 0.0, False, 0, False
+
+    def job(self, timeout):
+        return Job(self.provider.url, self.etag, self.last_modified, self.digest, timeout)
+
+    def remember(self, marks, now):
+        """Take the marks of a fresh parse; forget entries gone for GONE_GRACE."""
+        seen = self.seen or {}
+        for key in seen:
+            if key not in marks:
+                self.gone.setdefault(key, now)
+        for key in marks:
+            self.gone.pop(key, None)
+        for key, since in list(self.gone.items()):
+            if now - since > GONE_GRACE:
+                del self.gone[key]
+                seen.pop(key, None)
+        seen.update(marks)
+        self.seen = seen
+
+
+class _Wakeup(object):
+    """A socket pair: workers and signal handlers wake the scheduler's select().
+
+    Sending on a socket takes no Python lock, so a signal handler may do it
+    at any moment without risking a deadlock (threading.Event could).
+    """
+
+    def __init__(self):
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def notify(self):
+        try:
+            self._writer.send(b"\0")
+        except OSError:      # full: a wake-up is pending anyway
+            pass
+
+    def wait(self, timeout):
+        if timeout > 0:
+            select.select([self._reader], [], [], timeout)
+        try:
+            while self._reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        self._reader.close()
+        self._writer.close()
+
+
+def backoff_delay(failures, interval, retry_after=None, rand=random.random):
+    """Return seconds until the next try of a feed that failed `failures` times."""
+    delay = min(BACKOFF_CAP, interval * 2 ** min(failures - 1, 20))
+    delay = max(interval, delay * (0.8 + 0.4 * rand()))   # jitter: no herd
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
+class Tracker(object):
+    """Poll feeds on schedule with a thread pool; the thread calling run() owns all state."""
+
+    def __init__(self, providers, config=Config(), fetch=None, emit=None,
+                 log=None, clock=time.monotonic, wall=time.time):
+        self.config = config
+        self.fetch = fetch if fetch is not None else Fetcher()
+        self.emit = emit or (lambda text: None)
+        self.log = log or (lambda text: None)
+        self.clock, self.wall = clock, wall
+        self.feeds = collections.OrderedDict((p.url, Feed(p)) for p in providers)
+        self.stats = collections.Counter()
+        self.stopping = False
+        self._queue = []          # heap of (due, sequence, url)
+        self._sequence = 0
+        self._done = collections.deque()
+        self._wakeup = _Wakeup()
+
+    def stop(self):
+        """Ask run() to return soon; safe from a signal handler or another thread."""
+        self.stopping = True
+        self._wakeup.notify()
+
+    def run(self, rounds=None):
+        """Poll until stopped (or each feed `rounds` times); return an exit code."""
+        self._schedule_first_round()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.workers)
+        try:
+            while not self.stopping and not self._finished(rounds):
+                self._launch_due(pool, rounds)
+                self._wakeup.wait(self._seconds_to_next())
+                while self._done:
+                    self._apply(self._done.popleft())
+        finally:
+            if hasattr(self.fetch, "stop"):
+                self.fetch.stop.set()
+            pool.shutdown(wait=False)
+            self._wakeup.close()
+        failed = [f for f in self.feeds.values() if f.polls and not f.ok]
+        return 1 if rounds is not None and failed else 0
+
+    # -- scheduling
+
+    def _schedule(self, feed, due):
+        feed.due = due
+        self._sequence += 1
+        heapq.heappush(self._queue, (due, self._sequence, feed.provider.url))
+
+    def _schedule_first_round(self):
+        """Spread the first polls of a long list; a short one starts at once."""
+        now = self.clock()
+        spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(self.feeds)))
+        for number, feed in enumerate(self.feeds.values()):
+            self._schedule(feed, now + number * spacing)
+
+    def _finished(self, rounds):
+        if rounds is None:
+            return False
+        return all(f.polls >= rounds and not f.busy for f in self.feeds.values())
+
+    def _seconds_to_next(self):
+        if self._done:
+            return 0
+        if not self._queue:
+            return 3600.0
+        return max(0.0, self._queue[0][0] - self.clock())
+
+    def _launch_due(self, pool, rounds):
+        now = self.clock()
+        while self._queue and self._queue[0][0] <= now:
+            due, _, url = heapq.heappop(self._queue)
+            feed = self.feeds.get(url)
+            if feed is None or feed.busy or due != feed.due:
+                continue   # dropped, or rescheduled since
+            if rounds is not None and feed.polls >= rounds:
+                continue
+            feed.busy = True
+            self.stats["lateness_max"] = max(self.stats["lateness_max"], now - due)
+            pool.submit(self._work, feed.job(self.config.timeout))
+
+    def _work(self, job):
+        """Run in a worker thread: poll, hand the outcome to the scheduler."""
+        self._done.append(fetch_feed(self.fetch, job))
+        self._wakeup.notify()
+
+    # -- applying outcomes (scheduler thread)
+
+    def _apply(self, outcome):
+        feed = self.feeds.get(outcome.url)
+        if feed is None:
+            return
+        feed.busy = False
+        feed.polls += 1
+        self.stats["polls"] += 1
+        self._log_poll(feed, outcome)
+        if outcome.error is not None:
+            return self._failed(feed, outcome)
+        self._recovered(feed)
+        feed.etag, feed.last_modified = outcome.etag, outcome.last_modified
+        if outcome.entries is not None:
+            self._diff(feed, outcome)
+        now = self.clock()
+        self._schedule(feed, max(feed.due + self.config.interval, now))
+
+    def _diff(self, feed, outcome):
+        first = feed.seen is None
+        events, marks = diff_entries(feed.seen or {}, outcome.entries, first,
+                                     self.config.history if first else 0,
+                                     feed.provider.name)
+        feed.remember(marks, self.wall())
+        feed.digest = outcome.digest
+        format_ = format_json if self.config.json else format_event
+        for event in events:
+            self.emit(format_(event))
+        self.stats["events"] += len(events)
+
+    def _failed(self, feed, outcome):
+        feed.failures += 1
+        feed.ok = False
+        self.stats["errors"] += 1
+        if not feed.failing:
+            feed.failing = True
+            self.log("%s (%s) is failing: %s; retrying with backoff" % (
+                feed.provider.name, feed.provider.url, outcome.error))
+        delay = backoff_delay(feed.failures, self.config.interval, outcome.retry_after)
+        self._schedule(feed, self.clock() + delay)
+
+    def _recovered(self, feed):
+        if feed.failing:
+            self.log("%s (%s) recovered after %d failed polls" % (
+                feed.provider.name, feed.provider.url, feed.failures))
+        feed.failures, feed.failing, feed.ok = 0, False, True
+
+    def _log_poll(self, feed, outcome):
+        if outcome.status == 304:
+            self.stats["not_modified"] += 1
+        elif outcome.error is None:
+            self.stats["ok"] += 1
+            if outcome.entries is None:
+                self.stats["unchanged"] += 1
+        if self.config.verbose:
+            what = outcome.error or ("unchanged" if outcome.entries is None else "parsed")
+            self.log("poll %s %s %dB %dms %s" % (
+                feed.provider.name, outcome.status or "-", outcome.size,
+                outcome.seconds * 1000, what))
+
+
+# ---------------------------------------------------------------- command line
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError("must be greater than 0, not %s" % text)
+        return value
+    return convert
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, not %s" % text)
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="openai_status_tracker.py",
+        description="Print every new incident and update from status pages, once.")
+    parser.add_argument("--interval", type=_positive(float), default=DEFAULT_INTERVAL,
+                        metavar="SECONDS", help="seconds between polls of a feed (default 60)")
+    parser.add_argument("--providers", metavar="FILE",
+                        help="feeds to watch (default: providers.txt beside this "
+                             "file, or OpenAI alone if there is none)")
+    parser.add_argument("--once", action="store_true",
+                        help="poll every feed once, print, exit (1 if a feed failed)")
+    parser.add_argument("--history", type=_count, default=0, metavar="N",
+                        help="also print the N newest updates of each feed at start")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per event per line")
+    parser.add_argument("--workers", type=_positive(int), metavar="N",
+                        help="concurrent requests (default: min(32, number of feeds))")
+    parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS", help="whole deadline of one request (default 20)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every poll to stderr")
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + __version__)
+    return parser
+
+
+def _providers_of(path):
+    """Return the Providers to watch; raise ConfigError."""
+    if path is None:
+        path = default_providers_path()
+        if not os.path.exists(path):
+            return [Provider(OPENAI_FEED, OPENAI_NAME)]
+    return load_providers(path)
+
+
+def _safe_stream(stream):
+    """Return stream with unencodable characters escaped, never raising."""
+    encoding = (getattr(stream, "encoding", None) or "").lower()
+    if hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
+    elif hasattr(stream, "buffer") and encoding.replace("-", "") != "utf8":
+        stream = io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                  errors="backslashreplace", line_buffering=True)
+    return stream
+
+
+def _writer(stream):
+    def write(text):
+        stream.write(text + "\n")
+        stream.flush()   # under systemd stdout is a pipe: nothing waits in a buffer
+    return write
+
+
+def main(argv=None):
+    """Run the tracker; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        providers = _providers_of(args.providers)
+    except ConfigError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    out, err = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
+    log = _writer(err)
+    config = Config(args.interval, args.timeout,
+                    args.workers or min(MAX_WORKERS, len(providers)),
+                    args.history, args.json, args.verbose)
+    tracker = Tracker(providers, config, emit=_writer(out),
+                      log=lambda text: log(clean_text(text, 1000)))
+    log("openai_status_tracker %s: watching %d feed%s every %gs" % (
+        __version__, len(providers), "" if len(providers) == 1 else "s", args.interval))
+    if args.verbose:
+        import pyexpat
+        log("expat %s" % pyexpat.EXPAT_VERSION)
+    previous = _install_signals(tracker)
+    try:
+        return tracker.run(rounds=1 if args.once else None)
+    except Exception as exc:
+        log("error: %s" % _describe(exc))
+        return 1
+    finally:
+        _restore_signals(previous)
+
+
+def _install_signals(tracker):
+    """Make SIGTERM and Ctrl+C stop the tracker; return the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if number is not None:
+            previous[number] = signal.signal(number, lambda *_: tracker.stop())
+    return previous
+
+
+def _restore_signals(previous):
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
