@@ -61,6 +61,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 import zlib
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
@@ -85,6 +86,8 @@ BACKOFF_CAP = 3600.0             # longest wait between retries of a failing fee
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
+STATE_VERSION = 1                # format of the --state file
+STATE_SAVE_INTERVAL = 60.0       # seconds: save quiet changes (validators, ...) this often
 MESSAGE_LIMIT = 500              # characters of a message printed before "…"
 TEXT_LIMIT = 300                 # characters of a title or product line
 READ_SLICE = 0.5                 # a blocked read re-checks deadline and stop this often
@@ -930,6 +933,122 @@ def fetch_feed(fetch, job):
                        time.monotonic() - started)
 
 
+# ---------------------------------------------------------------- the state file and systemd
+
+class StateFile(object):
+    """The --state snapshot: per feed what to_json() gives, written atomically.
+
+    Each feed's JSON is kept as text and only changed feeds are encoded
+    again, so saving after an event costs little even with thousands of feeds.
+    """
+
+    def __init__(self, path, log):
+        self.path, self.log = path, log
+        self._fragments = {}
+        self._failing = False
+
+    def load(self):
+        """Return {url: saved data}; a file that cannot be used is set aside."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            return self._set_aside(_describe(exc) if isinstance(exc, OSError) else
+                                   "not valid JSON: %s" % exc)
+        if not isinstance(data, dict) or not isinstance(data.get("feeds"), dict):
+            return self._set_aside("not a tracker state file")
+        if data.get("version", 1) > STATE_VERSION:
+            return self._set_aside("written by a newer tracker (format %r)" % data.get("version"))
+        return data["feeds"]
+
+    def _set_aside(self, why):
+        aside = "%s.bad-%s" % (self.path, time.strftime("%Y%m%dT%H%M%S"))
+        try:
+            os.replace(self.path, aside)
+            where = "moved to %s" % aside
+        except OSError as exc:
+            where = "could not move it aside: %s" % _describe(exc)
+        self.log("state file %s is unusable (%s); %s; starting without it"
+                 % (self.path, why, where))
+        return {}
+
+    def save(self, feeds, changed):
+        """Write the state of `feeds` (url -> Feed), re-encoding those in `changed`."""
+        for url in changed:
+            if url in feeds:
+                self._fragments[url] = json.dumps(feeds[url].to_json(), ensure_ascii=False)
+        for url in list(self._fragments):
+            if url not in feeds:
+                del self._fragments[url]
+        body = ",\n".join("%s: %s" % (json.dumps(url), text)
+                          for url, text in self._fragments.items())
+        text = '{"version": %d, "tracker": %s, "feeds": {\n%s}}\n' % (
+            STATE_VERSION, json.dumps(__version__), body)
+        try:
+            write_atomically(self.path, text.encode("utf-8"))
+        except OSError as exc:
+            if not self._failing:
+                self.log("cannot write state file %s: %s" % (self.path, _describe(exc)))
+            self._failing = True
+            return False
+        self._failing = False
+        return True
+
+
+def write_atomically(path, data):
+    """Replace path with data so that a crash leaves the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    try:   # make the rename itself durable (POSIX: fsync the directory)
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class Notifier(object):
+    """sd_notify(3) over $NOTIFY_SOCKET with the stdlib: READY, WATCHDOG, STOPPING."""
+
+    def __init__(self, environ=None):
+        environ = os.environ if environ is None else environ
+        address = environ.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):   # Linux abstract namespace
+            address = "\0" + address[1:]
+        self.address = address if hasattr(socket, "AF_UNIX") else ""
+        self.watchdog = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog = int(usec) / 1e6 / 2   # ping twice per period, as sd_watchdog_enabled(3) advises
+
+    def send(self, message):
+        """Send one notification; quietly nothing when not under systemd."""
+        if not self.address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.connect(self.address)
+                sock.sendall(message.encode("utf-8"))
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------- the scheduler
 
 class Feed(object):
@@ -963,6 +1082,31 @@ class Feed(object):
                 seen.pop(key, None)
         seen.update(marks)
         self.seen = seen
+
+    def to_json(self):
+        """Return what a restart needs to know of this feed, as JSON-ready data."""
+        seen = None if self.seen is None else {
+            key: list(mark) for key, mark in self.seen.items()}
+        return {"seen": seen, "gone": self.gone, "etag": self.etag,
+                "last_modified": self.last_modified, "failures": self.failures,
+                "digest": self.digest.hex() if self.digest else None}
+
+    def restore(self, data):
+        """Take back what to_json() gave; raise ValueError if it is unusable."""
+        try:
+            seen = data.get("seen")
+            if seen is not None:
+                seen = {str(key): Mark(str(mark[0]), int(mark[1]), int(mark[2]))
+                        for key, mark in seen.items()}
+            gone = {str(key): float(since) for key, since in (data.get("gone") or {}).items()}
+            digest = data.get("digest")
+            digest = bytes.fromhex(digest) if digest else None
+            failures = int(data.get("failures") or 0)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError("bad saved state: %s" % exc)
+        self.seen, self.gone, self.digest = seen, gone, digest
+        self.etag, self.last_modified = data.get("etag"), data.get("last_modified")
+        self.failures, self.failing = failures, failures > 0
 
 
 class _Wakeup(object):
@@ -1007,45 +1151,162 @@ def backoff_delay(failures, interval, retry_after=None, rand=random.random):
 
 
 class Tracker(object):
-    """Poll feeds on schedule with a thread pool; the thread calling run() owns all state."""
+    """Poll feeds on schedule with a thread pool; the thread calling run() owns all state.
+
+    The edges are parameters: fetch (the network), emit and log (stdout and
+    stderr), clock and wall (monotonic and epoch time), state (a StateFile or
+    None), notify (systemd) and reload (returns the providers on SIGHUP).
+    """
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
-                 log=None, clock=time.monotonic, wall=time.time):
+                 log=None, clock=time.monotonic, wall=time.time, state=None,
+                 notify=None, reload=None):
         self.config = config
         self.fetch = fetch if fetch is not None else Fetcher()
         self.emit = emit or (lambda text: None)
         self.log = log or (lambda text: None)
         self.clock, self.wall = clock, wall
-        self.feeds = collections.OrderedDict((p.url, Feed(p)) for p in providers)
+        self.state, self.reload_source = state, reload
+        self.notifier = notify or Notifier({})
+        self.feeds = collections.OrderedDict()
         self.stats = collections.Counter()
         self.stopping = False
         self._queue = []          # heap of (due, sequence, url)
         self._sequence = 0
         self._done = collections.deque()
         self._wakeup = _Wakeup()
+        self._requests = set()    # "reload", "summary": asked for by signals
+        self._changed = set()     # urls whose state is not saved yet
+        self._saved_at = clock()
+        self._ready = False
+        self._watchdog_at = clock()
+        self._add_feeds(providers, self.state.load() if self.state else {})
+
+    # -- asked from signal handlers or other threads: a flag and a wake-up, no locks
 
     def stop(self):
-        """Ask run() to return soon; safe from a signal handler or another thread."""
+        """Ask run() to return soon."""
         self.stopping = True
         self._wakeup.notify()
 
+    def request(self, what):
+        """Ask run() to "reload" providers or log a "summary" at its next turn."""
+        self._requests.add(what)
+        self._wakeup.notify()
+
+    def wait_idle(self, timeout):
+        """After run(): wait up to `timeout` for requests still running; True if none."""
+        deadline = time.monotonic() + timeout
+        while sum(f.busy for f in self.feeds.values()) > len(self._done):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # -- the loop
+
     def run(self, rounds=None):
         """Poll until stopped (or each feed `rounds` times); return an exit code."""
-        self._schedule_first_round()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.workers)
         try:
             while not self.stopping and not self._finished(rounds):
                 self._launch_due(pool, rounds)
                 self._wakeup.wait(self._seconds_to_next())
+                self._serve_requests()
+                events = []
                 while self._done:
-                    self._apply(self._done.popleft())
+                    events += self._apply(self._done.popleft())
+                self._publish(events)
+                self._tell_systemd()
         finally:
+            self.notifier.send("STOPPING=1")
             if hasattr(self.fetch, "stop"):
                 self.fetch.stop.set()
             pool.shutdown(wait=False)
+            if self._changed and self.state:
+                self.state.save(self.feeds, self._changed)
             self._wakeup.close()
         failed = [f for f in self.feeds.values() if f.polls and not f.ok]
         return 1 if rounds is not None and failed else 0
+
+    def summary(self):
+        """Return the one-line account of this run."""
+        counts = self.stats
+        return ("summary: feeds=%d polls=%d ok=%d not_modified=%d unchanged=%d "
+                "errors=%d events=%d" % (
+                    len(self.feeds), counts["polls"], counts["ok"],
+                    counts["not_modified"], counts["unchanged"], counts["errors"],
+                    counts["events"]))
+
+    def _publish(self, events):
+        """Save the state, then print: a crash can never make an event print twice."""
+        if events and self.state:
+            self._save()
+        elif self._changed and self.state and \
+                self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
+            self._save()
+        for text in events:
+            self.emit(text)
+        self.stats["events"] += len(events)
+
+    def _save(self):
+        if self.state.save(self.feeds, self._changed):
+            self._changed.clear()
+        self._saved_at = self.clock()
+
+    def _tell_systemd(self):
+        if not self._ready and all(f.polls for f in self.feeds.values()):
+            self._ready = True
+            self.notifier.send("READY=1")
+        if self.notifier.watchdog and self.clock() >= self._watchdog_at:
+            self.notifier.send("WATCHDOG=1")
+            self._watchdog_at = self.clock() + self.notifier.watchdog
+
+    def _serve_requests(self):
+        requests, self._requests = self._requests, set()
+        if "summary" in requests:
+            self.log(self.summary())
+        if "reload" in requests and self.reload_source is not None:
+            try:
+                providers = self.reload_source()
+            except ConfigError as exc:
+                self.log("reload failed, keeping the %d feeds in force: %s" % (
+                    len(self.feeds), exc))
+            else:
+                self.replace_providers(providers)
+
+    # -- the feed list
+
+    def _add_feeds(self, providers, saved):
+        now = self.clock()
+        spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(providers)))
+        for number, provider in enumerate(providers):
+            feed = self.feeds[provider.url] = Feed(provider)
+            if provider.url in saved:
+                try:
+                    feed.restore(saved[provider.url])
+                except ValueError as exc:
+                    self.log("%s: %s; starting it afresh" % (provider.name, exc))
+            # spread the first polls of a long list; a short one starts at once
+            self._schedule(feed, now + number * spacing)
+
+    def replace_providers(self, providers):
+        """Watch `providers` from now on: new feeds start fresh, kept ones keep all."""
+        wanted = collections.OrderedDict((p.url, p) for p in providers)
+        removed = [url for url in self.feeds if url not in wanted]
+        for url in removed:
+            del self.feeds[url]
+        added = [p for url, p in wanted.items() if url not in self.feeds]
+        for url, provider in wanted.items():
+            if url in self.feeds:
+                self.feeds[url].provider = provider   # a new display name
+        self._add_feeds(added, {})
+        self.feeds = collections.OrderedDict((url, self.feeds[url]) for url in wanted)
+        self._changed.update(p.url for p in added)
+        if removed and self.state:
+            self._save()
+        self.log("reloaded: %d feeds (%d added, %d removed)" % (
+            len(self.feeds), len(added), len(removed)))
 
     # -- scheduling
 
@@ -1054,24 +1315,20 @@ class Tracker(object):
         self._sequence += 1
         heapq.heappush(self._queue, (due, self._sequence, feed.provider.url))
 
-    def _schedule_first_round(self):
-        """Spread the first polls of a long list; a short one starts at once."""
-        now = self.clock()
-        spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(self.feeds)))
-        for number, feed in enumerate(self.feeds.values()):
-            self._schedule(feed, now + number * spacing)
-
     def _finished(self, rounds):
         if rounds is None:
             return False
         return all(f.polls >= rounds and not f.busy for f in self.feeds.values())
 
     def _seconds_to_next(self):
-        if self._done:
+        if self._done or self._requests:
             return 0
-        if not self._queue:
-            return 3600.0
-        return max(0.0, self._queue[0][0] - self.clock())
+        wait = 3600.0
+        if self._queue:
+            wait = self._queue[0][0] - self.clock()
+        if self.notifier.watchdog:
+            wait = min(wait, self._watchdog_at - self.clock())
+        return max(0.0, wait)
 
     def _launch_due(self, pool, rounds):
         now = self.clock()
@@ -1094,21 +1351,24 @@ class Tracker(object):
     # -- applying outcomes (scheduler thread)
 
     def _apply(self, outcome):
+        """Take one poll's outcome into the feed's state; return texts to print."""
         feed = self.feeds.get(outcome.url)
-        if feed is None:
-            return
+        if feed is None or not feed.busy:
+            return []   # removed by a reload while it was polled
         feed.busy = False
         feed.polls += 1
         self.stats["polls"] += 1
         self._log_poll(feed, outcome)
         if outcome.error is not None:
-            return self._failed(feed, outcome)
+            self._failed(feed, outcome)
+            return []
         self._recovered(feed)
-        feed.etag, feed.last_modified = outcome.etag, outcome.last_modified
-        if outcome.entries is not None:
-            self._diff(feed, outcome)
-        now = self.clock()
-        self._schedule(feed, max(feed.due + self.config.interval, now))
+        if (feed.etag, feed.last_modified) != (outcome.etag, outcome.last_modified):
+            feed.etag, feed.last_modified = outcome.etag, outcome.last_modified
+            self._changed.add(feed.provider.url)
+        events = self._diff(feed, outcome) if outcome.entries is not None else []
+        self._schedule(feed, max(feed.due + self.config.interval, self.clock()))
+        return events
 
     def _diff(self, feed, outcome):
         first = feed.seen is None
@@ -1117,10 +1377,9 @@ class Tracker(object):
                                      feed.provider.name)
         feed.remember(marks, self.wall())
         feed.digest = outcome.digest
+        self._changed.add(feed.provider.url)
         format_ = format_json if self.config.json else format_event
-        for event in events:
-            self.emit(format_(event))
-        self.stats["events"] += len(events)
+        return [format_(event) for event in events]
 
     def _failed(self, feed, outcome):
         feed.failures += 1
@@ -1130,6 +1389,7 @@ class Tracker(object):
             feed.failing = True
             self.log("%s (%s) is failing: %s; retrying with backoff" % (
                 feed.provider.name, feed.provider.url, outcome.error))
+        self._changed.add(feed.provider.url)
         delay = backoff_delay(feed.failures, self.config.interval, outcome.retry_after)
         self._schedule(feed, self.clock() + delay)
 
@@ -1137,6 +1397,7 @@ class Tracker(object):
         if feed.failing:
             self.log("%s (%s) recovered after %d failed polls" % (
                 feed.provider.name, feed.provider.url, feed.failures))
+            self._changed.add(feed.provider.url)
         feed.failures, feed.failing, feed.ok = 0, False, True
 
     def _log_poll(self, feed, outcome):
@@ -1196,6 +1457,9 @@ def build_parser():
                         help="concurrent requests (default: min(32, number of feeds))")
     parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
                         metavar="SECONDS", help="whole deadline of one request (default 20)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="keep what was printed in FILE, so that a restart "
+                             "repeats nothing and misses nothing")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every poll to stderr")
     parser.add_argument("--version", action="version",
@@ -1239,35 +1503,52 @@ def main(argv=None):
         print("error: %s" % exc, file=sys.stderr)
         return 2
     out, err = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
-    log = _writer(err)
+    write_err = _writer(err)
+
+    def log(text):
+        write_err(clean_text(text, 1000))
+
     config = Config(args.interval, args.timeout,
                     args.workers or min(MAX_WORKERS, len(providers)),
                     args.history, args.json, args.verbose)
-    tracker = Tracker(providers, config, emit=_writer(out),
-                      log=lambda text: log(clean_text(text, 1000)))
+    state = StateFile(args.state, log) if args.state else None
+    tracker = Tracker(providers, config, emit=_writer(out), log=log, state=state,
+                      notify=Notifier(), reload=lambda: _providers_of(args.providers))
     log("openai_status_tracker %s: watching %d feed%s every %gs" % (
         __version__, len(providers), "" if len(providers) == 1 else "s", args.interval))
     if args.verbose:
-        import pyexpat
-        log("expat %s" % pyexpat.EXPAT_VERSION)
+        log("expat %s" % xml.parsers.expat.EXPAT_VERSION)
     previous = _install_signals(tracker)
     try:
-        return tracker.run(rounds=1 if args.once else None)
+        code = tracker.run(rounds=1 if args.once else None)
     except Exception as exc:
         log("error: %s" % _describe(exc))
-        return 1
+        code = 1
+    try:
+        log(tracker.summary())
+        if not tracker.wait_idle(1.0):
+            # A request stuck in connect() or DNS would hold the exit until its
+            # deadline (the pool joins its threads at exit): SIGTERM must not wait.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     finally:
         _restore_signals(previous)
+    return code
 
 
 def _install_signals(tracker):
-    """Make SIGTERM and Ctrl+C stop the tracker; return the old handlers."""
+    """SIGTERM and Ctrl+C stop, SIGHUP reloads, SIGUSR1 logs a summary."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    actions = {"SIGINT": tracker.stop, "SIGTERM": tracker.stop,
+               "SIGHUP": lambda: tracker.request("reload"),
+               "SIGUSR1": lambda: tracker.request("summary")}
     previous = {}
-    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+    for name, action in actions.items():
+        number = getattr(signal, name, None)
         if number is not None:
-            previous[number] = signal.signal(number, lambda *_: tracker.stop())
+            previous[number] = signal.signal(number, lambda *_, act=action: act())
     return previous
 
 

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -788,3 +789,213 @@ def test_real_claude_feed_first_poll_shows_the_open_incident():
         True, 0, "Claude")
     assert [tracker.format_event(e).splitlines()[0] for e in events] == [
         "[2026-10-07 21:44:00] Product: Claude"]
+
+
+# ---------------------------------------------------------------- restarts, reloads and systemd
+
+class Running(object):
+    """The tracker as a subprocess, its stdout and stderr read line by line."""
+
+    def __init__(self, *args, **kwargs):
+        self.process = subprocess.Popen(
+            [sys.executable, SCRIPT] + list(args), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True, **kwargs)
+        self.out, self.err = [], []
+        self._readers = [self._read(self.process.stdout, self.out),
+                         self._read(self.process.stderr, self.err)]
+
+    @staticmethod
+    def _read(stream, lines):
+        thread = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")))
+        thread.daemon = True
+        thread.start()
+        return thread
+
+    def wait_for(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert predicate(), (self.out, self.err)
+
+    def send(self, number):
+        self.process.send_signal(number)
+
+    def finish(self, number=signal.SIGTERM, timeout=10.0):
+        """Send `number` (None: send nothing), wait for the exit code."""
+        if number is not None and self.process.poll() is None:
+            self.process.send_signal(number)
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def statuses(self):
+        return [line[len("Status: "):].strip() for line in self.out if line.startswith("Status:")]
+
+
+def once(providers, state, capsys):
+    assert tracker.main(["--once", "--providers", providers, "--state", state]) == 0
+    out, err = capsys.readouterr()
+    return [line[len("Status: "):] for line in out.splitlines() if line.startswith("Status:")], err
+
+
+def test_state_file_carries_over_restarts_without_repeats_or_misses(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN[1:]), etag='W/"1"')
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    assert once(providers, state, capsys)[0] == ["Identified - We have identified the cause."]
+    assert once(providers, state, capsys)[0] == []
+    assert server.script.requests[-1][1]["If-None-Match"] == 'W/"1"'   # validators kept too
+    # while it was down: three more updates
+    server.script.set("/gh", github_feed(GITHUB_RESOLVED, "2026-07-09T13:52:00Z"), etag='W/"2"')
+    assert once(providers, state, capsys)[0] == [
+        "Update - We are continuing to work on a mitigation.",
+        "Update - Actions have recovered.", "Resolved - This incident has been resolved."]
+    assert once(providers, state, capsys)[0] == []
+    with open(state) as handle:
+        saved = json.load(handle)
+    assert saved["version"] == 1
+    assert len(saved["feeds"][server.url + "/gh"]["seen"]) == 2
+
+
+def test_a_corrupt_state_file_is_reported_and_set_aside(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = write(tmp_path, "state.json", '{"version": 1, "feeds": {"http://x": [')
+    statuses, err = once(providers, state, capsys)
+    assert statuses == ["Update - We are continuing to work on a mitigation."]   # a first poll
+    assert "state file %s is unusable (not valid JSON" % state in err
+    aside = [name for name in os.listdir(str(tmp_path)) if name.startswith("state.json.bad-")]
+    assert len(aside) == 1
+    assert once(providers, state, capsys)[0] == []    # the new state file works
+
+
+def test_a_state_file_from_an_older_tracker_keeps_working(server, tmp_path, capsys):
+    # the first format: no "version", no validators, no digest, no backoff counters
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    entries = tracker.parse_feed(github_feed(GITHUB_OPEN[1:]))
+    seen = {e.id: list(tracker.mark_of(e)) for e in entries}
+    state = write(tmp_path, "state.json", json.dumps(
+        {"feeds": {server.url + "/gh": {"seen": seen}}}))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    assert once(providers, state, capsys)[0] == [
+        "Update - We are continuing to work on a mitigation."]
+
+
+def test_a_crash_while_writing_the_state_leaves_the_old_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "state.json")
+    old = {"version": 1, "feeds": {"http://x.test/feed": {"seen": {"a": ["t", 1, 2]}}}}
+    tracker.write_atomically(path, json.dumps(old).encode())
+
+    def crash(descriptor):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.write_atomically(path, b'{"version": 1, "feeds": {"http://x.test/fe')
+    monkeypatch.undo()
+    # a real crash leaves its temporary file behind: loading ignores it
+    write(tmp_path, "state.json.tmp-12345", '{"version": 1, "fee')
+    logs = []
+    assert tracker.StateFile(path, logs.append).load() == old["feeds"]
+    assert logs == []
+
+
+def test_sigkill_right_after_printing_then_restart_repeats_nothing(server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN[1:]))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    args = ("--providers", providers, "--state", state, "--interval", "0.1")
+    run = Running(*args)
+    run.wait_for(lambda: run.statuses())
+    assert run.finish(signal.SIGKILL) == -signal.SIGKILL
+    assert run.statuses() == ["Identified - We have identified the cause."]
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    again = Running(*args)
+    again.wait_for(lambda: again.statuses())
+    count = len(server.script.requests)
+    again.wait_for(lambda: len(server.script.requests) >= count + 3)
+    assert again.finish() == 0
+    assert again.statuses() == ["Update - We are continuing to work on a mitigation."]
+    assert any(line.startswith("summary: feeds=1 polls=") for line in again.err)
+
+
+def test_sigterm_during_a_poll_stops_at_once_and_restart_repeats_nothing(server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    args = ("--providers", providers, "--state", state, "--interval", "0.1")
+    run = Running(*args)
+    run.wait_for(lambda: run.statuses())
+
+    def stall(handler):
+        time.sleep(3)
+    server.script.set("/gh", stall)
+    count = len(server.script.requests)
+    run.wait_for(lambda: len(server.script.requests) > count)
+    started = time.monotonic()
+    assert run.finish() == 0
+    assert time.monotonic() - started < 2
+    assert not any("Traceback" in line for line in run.err)
+    server.script.set("/gh", github_feed(GITHUB_RESOLVED, "2026-07-09T13:52:00Z"))
+    again = Running(*args)
+    again.wait_for(lambda: len(again.statuses()) >= 2)
+    assert again.finish() == 0
+    assert again.statuses() == ["Update - Actions have recovered.",
+                                "Resolved - This incident has been resolved."]
+
+
+def test_sighup_reloads_providers_adds_fresh_drops_removed_keeps_the_rest(server, tmp_path):
+    server.script.set("/a", github_feed(GITHUB_OPEN))
+    server.script.set("/b", openai_feed(OPENAI_RESOLVED))
+    server.script.set("/c", openai_feed(OPENAI_RESOLVED.replace("Resolved", "Monitoring")))
+    path = write(tmp_path, "p.txt", "%s/a A\n%s/b B\n" % (server.url, server.url))
+    run = Running("--providers", path, "--interval", "0.05")
+    run.wait_for(lambda: run.statuses() and any(p == "/b" for p, _ in server.script.requests))
+    write(tmp_path, "p.txt", "%s/a A\n%s/c C\n" % (server.url, server.url))
+    run.send(signal.SIGHUP)
+    run.wait_for(lambda: any("reloaded: 2 feeds (1 added, 1 removed)" in l for l in run.err))
+    run.wait_for(lambda: len(run.statuses()) >= 2)
+    count = len(server.script.requests)
+    run.wait_for(lambda: len(server.script.requests) >= count + 6)
+    write(tmp_path, "p.txt", "ftp://nope\n")
+    run.send(signal.SIGHUP)
+    run.wait_for(lambda: any("reload failed, keeping the 2 feeds in force" in l for l in run.err))
+    run.send(signal.SIGUSR1)
+    run.wait_for(lambda: any(l.startswith("summary: feeds=2 ") for l in run.err))
+    count = len(server.script.requests)
+    run.wait_for(lambda: len(server.script.requests) >= count + 4)
+    assert run.finish() == 0
+    assert run.statuses() == ["Update - We are continuing to work on a mitigation.",
+                              "Monitoring - All impacted services have now fully recovered."]
+    paths = [path for path, _ in server.script.requests]
+    last_b = max(i for i, p in enumerate(paths) if p == "/b")
+    first_c = min(i for i, p in enumerate(paths) if p == "/c")
+    assert last_b < first_c
+    assert paths[-4:].count("/a") >= 1 and paths[-4:].count("/c") >= 1
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets")
+def test_sd_notify_ready_watchdog_and_stopping_reach_a_unix_socket(server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    address = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(5)
+    env = dict(os.environ, NOTIFY_SOCKET=address, WATCHDOG_USEC="200000")
+    run = Running("--providers", providers, "--interval", "30", env=env)
+    try:
+        messages = []
+        while messages.count("WATCHDOG=1") < 3:   # pings keep coming, every 0.1 s
+            messages.append(sock.recv(256).decode())
+        assert messages.count("READY=1") == 1
+        assert set(messages) == {"READY=1", "WATCHDOG=1"}
+        run.send(signal.SIGTERM)
+        while True:
+            message = sock.recv(256).decode()
+            if message != "WATCHDOG=1":
+                break
+        assert message == "STOPPING=1"
+    finally:
+        assert run.finish(None) == 0
+        sock.close()
