@@ -11,7 +11,8 @@ Usage:
 
 Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
 beside this file; OpenAI alone when that file does not exist), --once,
---history N, --json, --workers N, --timeout SECONDS (20), -v, --version.
+--history N, --json, --workers N, --timeout SECONDS (20), --state FILE, -v,
+--version.
 
 Output: every event is three lines on stdout, flushed at once:
     [2026-09-14 03:57:19] Product: OpenAI - Chat Completions, Responses
@@ -32,8 +33,19 @@ when it starts failing and once when it recovers, and retried with backoff.
 Exit codes: 0 normal, also when stopped by SIGTERM or Ctrl+C; 1 runtime
 failure, or --once when a feed could not be read; 2 bad usage or providers file.
 
+With --state FILE it keeps what it printed (and the feeds' validators and
+failure counts) in FILE, written atomically before each event is printed, so
+a restart repeats nothing and prints what happened while it was down.  A state
+file that cannot be used is reported and renamed FILE.bad-<time>.
+
+Signals: SIGTERM and SIGINT stop it at once (exit 0); SIGHUP re-reads the
+providers file (a broken one is reported and the old list kept); SIGUSR1 logs
+a summary line, as every exit does.
+
 Requires Python 3.6 or newer and nothing outside its standard library.  Under
-systemd run it as a simple service; events are flushed line by line, so
+systemd (README.md has a unit) it speaks sd_notify over $NOTIFY_SOCKET:
+READY=1 after the first round of polls, WATCHDOG=1 when WatchdogSec= is set,
+STOPPING=1 on the way out.  Events are flushed line by line, so
 `journalctl -f -u <unit>` shows them as they happen.
 """
 
@@ -1105,8 +1117,13 @@ class Feed(object):
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             raise ValueError("bad saved state: %s" % exc)
         self.seen, self.gone, self.digest = seen, gone, digest
-        self.etag, self.last_modified = data.get("etag"), data.get("last_modified")
+        self.etag, self.last_modified = _text_or_none(data.get("etag")), \
+            _text_or_none(data.get("last_modified"))
         self.failures, self.failing = failures, failures > 0
+
+
+def _text_or_none(value):
+    return value if isinstance(value, str) and value else None
 
 
 class _Wakeup(object):

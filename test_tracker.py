@@ -999,3 +999,23 @@ def test_sd_notify_ready_watchdog_and_stopping_reach_a_unix_socket(server, tmp_p
     finally:
         assert run.finish(None) == 0
         sock.close()
+
+
+def test_entries_that_leave_and_come_back_are_not_new_until_the_grace_ends():
+    feed = tracker.Feed(tracker.Provider("http://x.test/feed", "X"))
+    both = tracker.parse_feed(openai_feed(OPENAI_RESOLVED, OPENAI_NO_COMPONENTS))
+    marks = tracker.diff_entries({}, both, first=True)[1]
+    feed.remember(marks, now=0.0)
+    feed.remember({both[0].id: marks[both[0].id]}, now=10.0)     # the second one left
+    assert tracker.diff_entries(feed.seen, both)[0] == []        # and came back: not new
+    feed.remember({both[0].id: marks[both[0].id]}, now=20.0)
+    feed.remember({both[0].id: marks[both[0].id]}, now=20.0 + tracker.GONE_GRACE + 11)
+    assert list(feed.seen) == [both[0].id] and feed.gone == {}
+
+
+def test_a_state_file_that_cannot_be_written_is_reported_once(tmp_path):
+    logs = []
+    state = tracker.StateFile(str(tmp_path / "missing-folder" / "state.json"), logs.append)
+    feeds = {"http://x.test/feed": tracker.Feed(tracker.Provider("http://x.test/feed", "X"))}
+    assert not state.save(feeds, set(feeds)) and not state.save(feeds, set())
+    assert len(logs) == 1 and logs[0].startswith("cannot write state file ")

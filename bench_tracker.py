@@ -1,0 +1,972 @@
+#!/usr/bin/env python3
+"""Benchmark openai_status_tracker against N status feeds served on 127.0.0.1.
+
+A "feed farm" child process (this file with --serve) serves N Atom feeds on a
+loopback port from one single-threaded selectors loop: half shaped like
+status.openai.com (incident.io: no ETag, no Last-Modified, the feed-level
+<updated> rewritten on every fetch, ~87 entries), half like an Atlassian
+Statuspage page (GitHub, Claude: weak ETag W/"<first 32 hex of sha256(body)>",
+304 to a matching If-None-Match, ~25 entries).  The bodies come from the real
+captures in ../shared/feeds when present, else from a generator of the same
+shape; every feed gets its own host name, so its entry ids are its own.
+
+The tracker runs as a subprocess (`openai_status_tracker.py --json`, stopped
+with SIGTERM) or in this process (Tracker(...).run() in a thread).  A run has
+four phases, all timed with CLOCK_MONOTONIC (shared by both processes):
+
+    warm-up   until every feed has been fetched once (first poll parses all)
+    quiet     --quiet seconds, nothing changes: CPU per *unchanged* poll
+    inject    every --inject-every s, --inject-per-tick random feeds change
+              (OpenAI shape: top entry's <updated>/status/message, or a new
+              entry; Statuspage: a new <p><small>..</small><strong>Label</strong>
+              block on an entry, or a new incident; new ETag) -- a feed is only
+              changed again after the tracker has fetched its last change
+    drain     interval + margin, nothing changes: late detections arrive
+
+Reported: polls/s; tracker CPU ms per poll (whole run, quiet window = unchanged
+polls only, inject+drain windows); peak RSS (VmHWM) and RSS per feed beyond the
+baseline (a python that imported the tracker and watches nothing); bytes the
+server sent per response incl. headers, by shape and kind (first / changed /
+unchanged 200 / 304); lateness of polls against their schedule (server-side:
+per feed, request k at t_k, lateness = (t_k - k*interval) - min over the
+feed's requests of (t_m - m*interval); in-process also the tracker's own
+stats["lateness_max"]); updates injected versus detected (each exactly once);
+and the farm's own CPU, to show the server is not the bottleneck.
+
+CPU: subprocess mode reads utime+stime of the tracker from /proc/PID/stat
+(all its threads, 10 ms ticks).  In-process mode uses time.process_time() of
+this process minus the main thread's own time.thread_time(); the server is in
+another process either way.
+
+Usage:
+    python3 bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20
+    python3 bench_tracker.py --feeds 5000 --interval 60 --mode subprocess
+
+Exit codes: 0 every injected update detected exactly once and no feed failed;
+1 otherwise (or the run broke); 2 bad usage.  Python 3.6+, standard library only.
+"""
+
+import argparse
+import collections
+import hashlib
+import html
+import json
+import os
+import random
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACKER = os.path.join(HERE, "openai_status_tracker.py")
+FEEDS_DIR = os.path.join(HERE, "..", "shared", "feeds")
+OPENAI_SAMPLE = "openai-incidentio-history-20260914.atom"
+STATUSPAGE_SAMPLE = "anthropic-claude-statuspage-history-20261008.atom"
+HOST = b"HOST-PLACEHOLDER"       # replaced by each feed's own host when served
+TOKEN = re.compile(r"inj-(\d+)")
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+_ENTRY = re.compile(rb"[ \t]*<entry>.*?</entry>\n?", re.S)
+_UPDATED = re.compile(rb"<updated>[^<]*</updated>")
+_OPENAI_CODE = re.compile(rb"/incidents/([0-9A-Za-z]+)</id>")
+_TITLE_CDATA = re.compile(rb"<title[^>]*><!\[CDATA\[(.*?)\]\]></title>", re.S)
+_CONTENT = re.compile(rb'(<content type="html">)')
+
+
+# ---------------------------------------------------------------- feed shapes
+
+def _stamp_ms(now):
+    """incident.io's time format: 2026-09-14T03:57:19.771Z."""
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
+
+
+def _stamp_s(now):
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def openai_entry(code, title, updated, label, message, components=()):
+    """One incident.io <entry>, host left as the placeholder."""
+    body = "<b>Status: %s</b><br/><br/>%s" % (label, message)
+    if components:
+        body += ("<br/><br/><b>Affected components</b>\n          <ul>\n          "
+                 + "\n          ".join("<li>%s (Operational)</li>" % c for c in components)
+                 + "\n          </ul>")
+    link = "https://%s//incidents/%s" % (HOST.decode(), code)
+    return ("""    <entry>
+        <title type="html"><![CDATA[%s]]></title>
+        <id>%s</id>
+        <link href="%s"/>
+        <updated>%s</updated>
+        <summary type="html"><![CDATA[%s]]></summary>
+        <content type="html"><![CDATA[%s]]></content>
+    </entry>
+""" % (title, link, link, updated, body, body)).encode("utf-8")
+
+
+def statuspage_block(when, label, message):
+    """One Statuspage update block, HTML-escaped as it sits in <content>."""
+    block = ("<p> <small>%s <var data-var='date'>%2d</var>, <var data-var='time'>"
+             "%02d:%02d</var> UTC</small><br> <strong>%s</strong> - %s </p>" % (
+                 when.strftime("%b"), when.day, when.hour, when.minute, label, message))
+    return html.escape(block, quote=False).encode("utf-8")
+
+
+def statuspage_entry(number, slug, title, updated, blocks):
+    """One Statuspage <entry>; blocks are escaped, newest first."""
+    return ("""  <entry>
+    <id>tag:%s,2005:Incident/%d</id>
+    <published>%s</published>
+    <updated>%s</updated>
+    <link rel="alternate" type="text/html" href="https://%s/incidents/%s"/>
+    <title>%s</title>
+    <content type="html">%s</content>
+  </entry>
+""" % (HOST.decode(), number, updated, updated, HOST.decode(), slug,
+       html.escape(title, quote=False), b" ".join(blocks).decode("utf-8"))).encode("utf-8")
+
+
+def _generated_openai(rand):
+    """87 incident.io entries like the real feed, all resolved."""
+    parts = ["Chat Completions", "Responses", "Codex", "Conversations", "Login",
+             "File uploads", "Voice mode", "Image Generation", "Fine-tuning"]
+    entries, when = [], datetime(2026, 9, 14, 3, 57, 19, 771000)
+    for number in range(87):
+        code = "01M2%022d" % (number * 7919)
+        components = rand.sample(parts, rand.randint(0, 3))
+        message = "All impacted services have now fully recovered." + (
+            " We are monitoring closely." * rand.randint(0, 4))
+        entries.append(openai_entry(code, "Elevated error rates for %s" % (
+            components[0] if components else "ChatGPT"), _stamp_ms(when),
+            "Resolved", message, components))
+        when = when.replace(day=max(1, when.day - 1)) if number % 9 == 8 else when
+    head = ("""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+    <id>https://%s/</id>
+    <title>OpenAI status</title>
+    <updated>2026-09-14T04:56:53.404Z</updated>
+    <generator>incident.io</generator>
+    <link rel="alternate" href="https://%s/"/>
+    <subtitle>OpenAI status page updates</subtitle>
+""" % (HOST.decode(), HOST.decode())).encode()
+    return head, entries, b"</feed>"
+
+
+def _generated_statuspage(rand):
+    """25 Statuspage entries like the Claude feed; the second one still open."""
+    labels = ["Investigating", "Identified", "Update", "Monitoring"]
+    entries = []
+    for number in range(25):
+        when = datetime(2026, 10, 7, 21, 23) .replace(day=7 - number // 5)
+        blocks = []
+        count = rand.randint(1, 5)
+        for index in range(count):
+            label = "Resolved" if index == 0 and number != 1 else (
+                "Monitoring" if index == 0 else labels[(count - index) % 4])
+            blocks.append(statuspage_block(when, label, "We are investigating elevated "
+                                           "errors on requests to Claude models. " * 2))
+        entries.append(statuspage_entry(31617588 - number * 1000, "x%011d" % number,
+                                        "Elevated errors on Claude %d" % number,
+                                        _stamp_s(when), blocks))
+    head = ("""<?xml version="1.0" encoding="UTF-8"?>
+<feed xml:lang="en-US" xmlns="http://www.w3.org/2005/Atom">
+  <id>tag:%s,2005:/history</id>
+  <link rel="alternate" type="text/html" href="https://%s"/>
+  <link rel="self" type="application/atom+xml" href="https://%s/history.atom"/>
+  <title>Claude Status - Incident History</title>
+  <updated>2026-10-08T02:59:46Z</updated>
+  <author>
+    <name>Claude</name>
+  </author>
+""" % ((HOST.decode(),) * 3)).encode()
+    return head, entries, b"</feed>\n"
+
+
+def _split_feed(body, real_host):
+    """Return (head, entries, tail) of a captured feed, its host made a placeholder."""
+    body = body.replace(real_host, HOST)
+    entries = _ENTRY.findall(body)
+    first = body.index(entries[0])
+    last = body.rindex(entries[-1]) + len(entries[-1])
+    return body[:first], entries, body[last:]
+
+
+def load_templates(feeds_dir, seed):
+    """Return {"openai": (head, entries, tail), "statuspage": ...} and where they came from."""
+    rand = random.Random(seed)
+    paths = [os.path.join(feeds_dir, name) for name in (OPENAI_SAMPLE, STATUSPAGE_SAMPLE)]
+    if feeds_dir and all(os.path.exists(path) for path in paths):
+        with open(paths[0], "rb") as handle:
+            openai = _split_feed(handle.read(), b"status.openai.com")
+        with open(paths[1], "rb") as handle:
+            statuspage = _split_feed(handle.read(), b"status.claude.com")
+        return {"openai": openai, "statuspage": statuspage}, "captured feeds in %s" % feeds_dir
+    return ({"openai": _generated_openai(rand), "statuspage": _generated_statuspage(rand)},
+            "generated (no %s)" % (feeds_dir or "feeds dir"))
+
+
+# ---------------------------------------------------------------- the feed farm (child process)
+
+class FarmFeed(object):
+    """One served feed: shared template entries plus its own changes."""
+
+    __slots__ = ("number", "shape", "host", "entries", "version", "served", "etag",
+                 "times", "changed_at")
+
+    def __init__(self, number, shape, entries):
+        self.number, self.shape = number, shape
+        self.host = ("f%05d.%s.example" % (number, shape)).encode()
+        self.entries = list(entries)   # references to the shared template chunks
+        self.version = 0               # bumped by every injected change
+        self.served = -1               # version last sent with a 200 / confirmed by a 304
+        self.etag = None               # cached per version (Statuspage shape)
+        self.times = []                # monotonic arrival time of each request
+        self.changed_at = None
+
+
+class Farm(object):
+    """Serve N feeds from one selectors loop; inject and record updates."""
+
+    def __init__(self, config):
+        self.config = config
+        self.interval = config["interval"]
+        self.templates, self.source = load_templates(config["feeds_dir"], config["seed"])
+        self.rand = random.Random(config["seed"])
+        count = config["feeds"]
+        openai_count = int(round(count * config["openai_share"]))
+        self.feeds = [FarmFeed(n, "openai" if n < openai_count else "statuspage",
+                               self.templates["openai" if n < openai_count else "statuspage"][1])
+                      for n in range(count)]
+        self.counters = collections.Counter()
+        self.injections = []
+        self.inject_every = self.next_inject = None
+        self.per_tick = 1
+        self.fetched = 0               # feeds fetched at least once
+        self.service_max = self.loop_lag_max = 0.0
+        self.selector = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4096)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.control = b""
+        self.running = True
+
+    # -- bodies
+
+    def body(self, feed, now_wall):
+        head, _, tail = self.templates[feed.shape]
+        if feed.shape == "openai":   # incident.io rewrites the feed <updated> per fetch
+            head = _UPDATED.sub(("<updated>%s</updated>" % _stamp_ms(now_wall)).encode(),
+                                head, 1)
+        return b"".join([head] + feed.entries + [tail]).replace(HOST, feed.host)
+
+    def etag_of(self, feed, body=None):
+        if feed.etag is None:
+            body = body if body is not None else self.body(feed, None)
+            feed.etag = 'W/"%s"' % hashlib.sha256(body).hexdigest()[:32]
+        return feed.etag
+
+    # -- HTTP
+
+    def respond(self, request):
+        """Return (response bytes, counter key, body length) for one request head."""
+        lines = request.split(b"\r\n")
+        parts = lines[0].split()
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        match = re.match(rb"/feeds/(\d+)\.atom$", parts[1]) if len(parts) == 3 else None
+        number = int(match.group(1)) if match else -1
+        if parts[:1] != [b"GET"] or not 0 <= number < len(self.feeds):
+            return (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n", "404", 0)
+        feed = self.feeds[number]
+        now = time.monotonic()
+        if not feed.times:
+            self.fetched += 1
+        feed.times.append(now)
+        date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+        wall = datetime.now(timezone.utc)
+        kind = "first" if feed.served < 0 else (
+            "changed" if feed.served != feed.version else "unchanged")
+        if feed.shape == "statuspage":
+            etag = self.etag_of(feed)
+            if headers.get(b"if-none-match", b"").decode("latin-1") == etag and feed.served >= 0:
+                feed.served = feed.version
+                return (("HTTP/1.1 304 Not Modified\r\nDate: %s\r\nETag: %s\r\n"
+                         "Cache-Control: max-age=10, public, s-maxage=15, "
+                         "stale-while-revalidate=30, stale-if-error=3600\r\n"
+                         "Vary: Accept-Encoding\r\nConnection: close\r\n\r\n"
+                         % (date, etag)).encode(), "statuspage 304 " + kind, 0)
+            extra = ("ETag: %s\r\nCache-Control: max-age=10, public, s-maxage=15, "
+                     "stale-while-revalidate=30, stale-if-error=3600\r\n" % etag)
+        else:
+            extra = "Cache-Control: public\r\n"
+        body = self.body(feed, wall)
+        feed.served = feed.version
+        if self.config["gzip"] and b"gzip" in headers.get(b"accept-encoding", b""):
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+            body = packer.compress(body) + packer.flush()
+            extra += "Content-Encoding: gzip\r\n"
+        head = ("HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/atom+xml; "
+                "charset=utf-8\r\nContent-Length: %d\r\n%sVary: Accept-Encoding\r\n"
+                "Connection: close\r\n\r\n" % (date, len(body), extra)).encode()
+        return head + body, "%s 200 %s" % (feed.shape, kind), len(body)
+
+    def accept(self):
+        for _ in range(256):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            self.counters["connections"] += 1
+            self.selector.register(sock, selectors.EVENT_READ, [b"", b"", time.monotonic()])
+
+    def readable(self, sock, state):
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self.close(sock, state)
+        state[0] += data
+        end = state[0].find(b"\r\n\r\n")
+        if end < 0:
+            if len(state[0]) > 65536:
+                self.close(sock, state)
+            return
+        self.counters["request bytes"] += end + 4
+        response, key, body_length = self.respond(state[0][:end])
+        self.counters[key + " n"] += 1
+        self.counters[key + " bytes"] += len(response)
+        self.counters[key + " body"] += body_length
+        self.counters["requests"] += 1
+        state[1] = response
+        self.writable(sock, state)
+        if state[1]:
+            self.selector.modify(sock, selectors.EVENT_WRITE, state)
+
+    def writable(self, sock, state):
+        while state[1]:
+            try:
+                sent = sock.send(state[1])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self.close(sock, state)
+            state[1] = state[1][sent:]
+        self.close(sock, state)
+
+    def close(self, sock, state):
+        self.service_max = max(self.service_max, time.monotonic() - state[2])
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    # -- injecting updates
+
+    def inject_tick(self):
+        eligible = [feed for feed in self.rand.sample(self.feeds, min(len(self.feeds),
+                                                                     4 * self.per_tick + 8))
+                    if feed.served == feed.version]
+        for feed in eligible[:self.per_tick]:
+            self.inject(feed)
+
+    def inject(self, feed):
+        number = len(self.injections)
+        token = "inj-%06d" % number
+        now = datetime.now(timezone.utc)
+        label = self.rand.choice(["Investigating", "Identified", "Monitoring", "Resolved"])
+        message = "Injected update %s for %s: %s." % (
+            token, feed.host.decode(), self.rand.choice(
+                ["we are looking into it", "a fix is rolling out", "errors are recovering"]))
+        kind = "new" if self.rand.random() < 0.3 else "update"
+        if feed.shape == "openai":
+            if kind == "new":
+                entry = openai_entry("01INJ%021d" % number, "Injected incident %s" % token,
+                                     _stamp_ms(now), label, message, ["Responses"])
+                feed.entries = [entry] + feed.entries[:-1]
+            else:
+                top = feed.entries[0]
+                title = _TITLE_CDATA.search(top).group(1).decode("utf-8")
+                code = _OPENAI_CODE.search(top).group(1).decode()
+                feed.entries[0] = openai_entry(code, title, _stamp_ms(now), label,
+                                               message, ["Chat Completions"])
+        else:
+            block = statuspage_block(now, label if kind == "new" else self.rand.choice(
+                ["Update", "Monitoring", "Resolved", "Identified"]), message)
+            if kind == "new":
+                entry = statuspage_entry(90000000 + number, "inj%09d" % number,
+                                         "Injected incident %s" % token, _stamp_s(now), [block])
+                feed.entries = [entry] + feed.entries[:-1]
+            else:
+                index = self.rand.randrange(min(3, len(feed.entries)))
+                entry = _UPDATED.sub(("<updated>%s</updated>" % _stamp_s(now)).encode(),
+                                     feed.entries[index], 1)
+                feed.entries[index] = _CONTENT.sub(
+                    lambda match: match.group(1) + block + b" ", entry, 1)
+        feed.version += 1
+        feed.etag = None
+        feed.changed_at = time.monotonic()
+        self.injections.append({"token": token, "feed": feed.number, "shape": feed.shape,
+                                "kind": kind, "time": feed.changed_at,
+                                "provider": "feed-%05d" % feed.number})
+
+    # -- control channel (stdin lines of JSON, answers on stdout)
+
+    def command(self, line):
+        request = json.loads(line)
+        name = request["cmd"]
+        answer = {"ok": True}
+        if name == "status":
+            answer.update(fetched=self.fetched, requests=self.counters["requests"])
+        elif name == "inject":
+            self.inject_every = request.get("every")
+            self.per_tick = request.get("per_tick", 1)
+            self.next_inject = time.monotonic() if self.inject_every else None
+        elif name == "snapshot":
+            answer.update(counters=dict(self.counters), cpu=time.process_time(),
+                          time=time.monotonic(), injected=len(self.injections))
+        elif name == "report":
+            answer.update(counters=dict(self.counters), injections=self.injections,
+                          lateness=self.lateness(request.get("until")),
+                          service_max=self.service_max, loop_lag_max=self.loop_lag_max,
+                          cpu=time.process_time(), source=self.source,
+                          body_sizes=self.body_sizes())
+        elif name == "quit":
+            self.running = False
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+    def body_sizes(self):
+        return {shape: len(b"".join([t[0]] + t[1] + [t[2]]))
+                for shape, t in self.templates.items()}
+
+    def lateness(self, until):
+        """Per feed: (t_k - k*interval) minus its minimum over the feed's requests."""
+        worst, values, gaps = 0.0, [], []
+        for feed in self.feeds:
+            times = [t for t in feed.times if until is None or t <= until]
+            if not times:
+                continue
+            grid = [t - k * self.interval for k, t in enumerate(times)]
+            base = min(grid)
+            values.extend(g - base for g in grid)
+            gaps.extend(b - a - self.interval for a, b in zip(times, times[1:]))
+        values.sort()
+        return {"max": values[-1] if values else None,
+                "p99": values[int(0.99 * (len(values) - 1))] if values else None,
+                "gap_max": max(gaps) if gaps else None,
+                "gap_min": min(gaps) if gaps else None,
+                "polls_per_feed_min": min(len(f.times) for f in self.feeds)}
+
+    def read_control(self):
+        try:
+            data = os.read(0, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.running = False
+            return
+        self.control += data
+        while b"\n" in self.control:
+            line, self.control = self.control.split(b"\n", 1)
+            if line.strip():
+                self.command(line.decode())
+
+    def serve(self, max_seconds):
+        os.set_blocking(0, False)
+        self.selector.register(0, selectors.EVENT_READ, "control")
+        sys.stdout.write(json.dumps({"port": self.listener.getsockname()[1],
+                                     "source": self.source}) + "\n")
+        sys.stdout.flush()
+        deadline = time.monotonic() + max_seconds
+        while self.running and time.monotonic() < deadline:
+            now = time.monotonic()
+            if self.next_inject is not None and now >= self.next_inject:
+                self.loop_lag_max = max(self.loop_lag_max, now - self.next_inject)
+                self.inject_tick()
+                self.next_inject += self.inject_every
+            timeout = 0.5 if self.next_inject is None else max(0.0, min(
+                0.5, self.next_inject - time.monotonic()))
+            for key, _ in self.selector.select(timeout):
+                if key.data == "accept":
+                    self.accept()
+                elif key.data == "control":
+                    self.read_control()
+                elif key.data[1]:
+                    self.writable(key.fileobj, key.data)
+                else:
+                    self.readable(key.fileobj, key.data)
+
+
+def serve_farm():
+    """Entry point of the farm child: config as the first stdin line."""
+    config = json.loads(sys.stdin.readline())
+    Farm(config).serve(config["max_seconds"])
+    return 0
+
+
+# ---------------------------------------------------------------- measuring a process
+
+def proc_cpu(pid):
+    """Return utime+stime of a process (all threads) in seconds, from /proc."""
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / float(CLK_TCK)
+
+
+def proc_status(pid, key):
+    """Return a /proc/PID/status field in kB (VmHWM, VmRSS) or as a number."""
+    with open("/proc/%s/status" % pid) as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def baseline_rss(python, tracker_path):
+    """VmHWM (kB) of a python that imported the tracker and watches nothing."""
+    code = ("import sys; sys.path.insert(0, %r); import openai_status_tracker; "
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+            % os.path.dirname(os.path.abspath(tracker_path)))
+    out = subprocess.check_output([python, "-c", code], universal_newlines=True, timeout=60)
+    return int(out.strip())
+
+
+class FarmClient(object):
+    """Start the farm child and talk to it."""
+
+    def __init__(self, config):
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
+        self.process.stdin.write(json.dumps(config) + "\n")
+        self.process.stdin.flush()
+        hello = self._read()
+        self.port, self.source = hello["port"], hello["source"]
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the feed farm died")
+        return json.loads(line)
+
+    def ask(self, cmd, **fields):
+        fields["cmd"] = cmd
+        self.process.stdin.write(json.dumps(fields) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self):
+        try:
+            self.ask("quit")
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+
+
+# ---------------------------------------------------------------- running the tracker
+
+class SubprocessTracker(object):
+    """The tracker as `python3 openai_status_tracker.py --json`, its stdout read by a thread."""
+
+    def __init__(self, args, providers_path):
+        command = [sys.executable, args.tracker, "--providers", providers_path,
+                   "--interval", str(args.interval), "--json", "--timeout", str(args.timeout)]
+        if args.workers:
+            command += ["--workers", str(args.workers)]
+        self.command = command
+        self.events, self.logs = [], []
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, universal_newlines=True)
+        self.pid = self.process.pid
+        self._threads = [threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+                         for stream, sink in ((self.process.stdout, self.events),
+                                              (self.process.stderr, self.logs))]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in stream:
+            sink.append((time.monotonic(), line.rstrip("\n")))
+
+    def cpu(self):
+        return proc_cpu(self.pid)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stats(self):
+        return {}
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        for thread in self._threads:
+            thread.join(10)
+        return code
+
+
+class InprocessTracker(object):
+    """Tracker(...).run() in a thread of this process."""
+
+    def __init__(self, args, urls):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(args.tracker)))
+        import openai_status_tracker as ost
+        self.pid = os.getpid()
+        self.events, self.logs, self.result = [], [], []
+        self.baseline = proc_status("self", "VmRSS")
+        providers = [ost.Provider(url, name) for url, name in urls]
+        fields = {"interval": args.interval, "timeout": args.timeout, "json": True,
+                  "workers": args.workers or min(getattr(ost, "MAX_WORKERS", 32), len(urls))}
+        config = ost.Config(**{k: v for k, v in fields.items() if k in ost.Config._fields})
+        self.command = ["Tracker(%d providers, %r).run() in a thread" % (len(urls), config)]
+        self.tracker = ost.Tracker(
+            providers, config,
+            emit=lambda text: self.events.extend((time.monotonic(), line)
+                                                 for line in text.split("\n")),
+            log=lambda text: self.logs.append((time.monotonic(), text)))
+        self.thread = threading.Thread(target=lambda: self.result.append(self.tracker.run()),
+                                       daemon=True)
+        self._main_cpu = getattr(time, "thread_time", lambda: 0.0)
+        self.thread.start()
+
+    def cpu(self):
+        # this process minus the main thread (which only sleeps and talks to the farm)
+        return time.process_time() - self._main_cpu()
+
+    def alive(self):
+        return self.thread.is_alive()
+
+    def stats(self):
+        return dict(self.tracker.stats)
+
+    def stop(self):
+        self.tracker.stop()
+        self.thread.join(30)
+        return self.result[0] if self.result else 1
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def _sleep_until(deadline, tracker):
+    while time.monotonic() < deadline:
+        if not tracker.alive():
+            raise RuntimeError("the tracker stopped by itself")
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _window(farm, tracker):
+    snap = farm.ask("snapshot")
+    snap["tracker_cpu"] = tracker.cpu()
+    return snap
+
+
+def _delta(a, b, key):
+    return b["counters"].get(key, 0) - a["counters"].get(key, 0)
+
+
+def run_bench(args):
+    """Run one benchmark; return (figures dict, exit code)."""
+    farm = FarmClient({"feeds": args.feeds, "interval": args.interval, "seed": args.seed,
+                       "openai_share": args.openai_share, "gzip": not args.no_gzip,
+                       "feeds_dir": "" if args.no_shared else args.feeds_dir,
+                       "max_seconds": args.max_seconds()})
+    urls = [("http://127.0.0.1:%d/feeds/%05d.atom" % (farm.port, n), "feed-%05d" % n)
+            for n in range(args.feeds)]
+    handle, providers_path = tempfile.mkstemp(prefix="bench-providers-", suffix=".txt",
+                                              dir="/tmp")
+    with os.fdopen(handle, "w") as out:
+        out.writelines("%s %s\n" % pair for pair in urls)
+    baseline = baseline_rss(sys.executable, args.tracker)
+    tracker = None
+    try:
+        started = time.monotonic()
+        if args.mode == "subprocess":
+            tracker = SubprocessTracker(args, providers_path)
+        else:
+            tracker = InprocessTracker(args, urls)
+            baseline_inproc = tracker.baseline
+        # warm-up: every feed fetched once (first polls parse everything)
+        limit = started + 2 * args.interval + 0.05 * args.feeds + 30
+        while farm.ask("status")["fetched"] < args.feeds:
+            if time.monotonic() > limit:
+                raise RuntimeError("first round not done after %.0fs" % (limit - started))
+            _sleep_until(time.monotonic() + 0.5, tracker)
+        first_round = time.monotonic() - started
+        _sleep_until(time.monotonic() + args.settle, tracker)
+        w0 = _window(farm, tracker)
+        _sleep_until(w0["time"] + args.quiet, tracker)
+        w1 = _window(farm, tracker)
+        drain = args.interval * 1.1 + 5
+        inject_for = args.inject
+        if args.duration:
+            inject_for = max(args.interval, args.duration - (time.monotonic() - started) - drain)
+        per_tick = args.inject_per_tick or max(1, args.feeds // 1000)
+        farm.ask("inject", every=args.inject_every, per_tick=per_tick)
+        _sleep_until(w1["time"] + inject_for, tracker)
+        farm.ask("inject", every=None)
+        w2 = _window(farm, tracker)
+        _sleep_until(w2["time"] + drain, tracker)
+        w3 = _window(farm, tracker)
+        peak = proc_status(tracker.pid, "VmHWM")
+        threads = proc_status(tracker.pid, "Threads")
+        tracker_stats = tracker.stats()
+        cpu_total = tracker.cpu()
+        elapsed = time.monotonic() - started
+        stop_time = time.monotonic()
+        exit_code = tracker.stop()
+        report = farm.ask("report", until=stop_time)
+    finally:
+        if tracker is not None and tracker.alive():
+            tracker.stop()
+        farm.close()
+        os.unlink(providers_path)
+    if args.mode == "inprocess":
+        baseline = baseline_inproc
+    figures = summarise(args, locals())
+    return figures, figures["exit"]
+
+
+def summarise(args, v):
+    """Turn the raw measurements into the figures reported."""
+    w0, w1, w2, w3, report = v["w0"], v["w1"], v["w2"], v["w3"], v["report"]
+    counters = report["counters"]
+    polls_quiet = w1["counters"]["requests"] - w0["counters"]["requests"]
+    polls_active = w3["counters"]["requests"] - w1["counters"]["requests"]
+    changed_active = sum(_delta(w1, w3, "%s 200 changed n" % s) for s in ("openai", "statuspage"))
+    cpu_quiet = w1["tracker_cpu"] - w0["tracker_cpu"]
+    cpu_active = w3["tracker_cpu"] - w1["tracker_cpu"]
+    per_unchanged = 1000.0 * cpu_quiet / max(1, polls_quiet)
+    per_changed = (1000.0 * (cpu_active - per_unchanged / 1000.0 * (polls_active - changed_active))
+                   / changed_active) if changed_active else None
+    kinds = {}
+    for key in counters:
+        if key.endswith(" n"):
+            name = key[:-2]
+            kinds[name] = {"n": counters[key],
+                           "bytes_each": counters[name + " bytes"] / float(counters[key]),
+                           "body_each": counters[name + " body"] / float(counters[key])}
+    # detected versus injected
+    injected = {item["token"]: item for item in report["injections"]}
+    detected = collections.defaultdict(list)
+    startup = unexpected = wrong_provider = 0
+    for when, line in v["tracker"].events:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            unexpected += 1
+            continue
+        match = TOKEN.search(event.get("message") or "") or TOKEN.search(event.get("title") or "")
+        if not match:
+            if when < w0["time"]:
+                startup += 1
+            else:
+                unexpected += 1
+            continue
+        detected[match.group(0)].append(when)
+        item = injected.get(match.group(0))
+        if item is not None and event.get("provider") != item["provider"]:
+            wrong_provider += 1
+    missing = sorted(set(injected) - set(detected))
+    repeated = sorted(token for token, times in detected.items() if len(times) > 1)
+    unknown = sorted(set(detected) - set(injected))
+    delays = sorted(detected[t][0] - injected[t]["time"] for t in injected if t in detected)
+    errors = [text for _, text in v["tracker"].logs
+              if "is failing" in text or text.startswith("error")]
+    tracker_stats = dict(v["tracker_stats"])
+    for _, text in v["tracker"].logs:     # the tracker's own exit line, if it logs one
+        if text.startswith("summary:"):
+            tracker_stats.update(pair.split("=", 1) for pair in text.split()[1:] if "=" in pair)
+    ok = not (missing or repeated or unknown or unexpected or wrong_provider or errors
+              or v["exit_code"] != 0)
+    quiet_seconds = w1["time"] - w0["time"]
+    farm_busy = [(b["cpu"] - a["cpu"]) / (b["time"] - a["time"]) for a, b in ((w0, w1), (w1, w3))]
+    return {
+        "feeds": args.feeds, "mode": args.mode, "interval": args.interval,
+        "openai_share": args.openai_share, "gzip": not args.no_gzip,
+        "workers": args.workers or "default", "source": report["source"],
+        "command": v["tracker"].command, "threads": v["threads"],
+        "elapsed": v["elapsed"], "first_round": v["first_round"],
+        "polls_total": counters["requests"], "polls_per_s_total": counters["requests"] / v["elapsed"],
+        "polls_per_s_quiet": polls_quiet / quiet_seconds, "quiet_seconds": quiet_seconds,
+        "polls_quiet": polls_quiet, "polls_active": polls_active, "changed_active": changed_active,
+        "cpu_total_s": v["cpu_total"],
+        "cpu_ms_per_poll_total": 1000.0 * v["cpu_total"] / max(1, counters["requests"]),
+        "cpu_ms_per_unchanged_poll": per_unchanged,
+        "cpu_ms_per_poll_active": 1000.0 * cpu_active / max(1, polls_active),
+        "cpu_ms_per_changed_poll_est": per_changed,
+        "cpu_share_quiet": cpu_quiet / quiet_seconds,
+        "peak_rss_kb": v["peak"], "baseline_rss_kb": v["baseline"],
+        "rss_per_feed_kb": (v["peak"] - v["baseline"]) / float(args.feeds),
+        "kinds": kinds, "request_bytes_each": counters.get("request bytes", 0) / max(1, counters["requests"]),
+        "body_sizes": report["body_sizes"],
+        "lateness": report["lateness"], "tracker_lateness_max": v["tracker_stats"].get("lateness_max"),
+        "tracker_stats": tracker_stats,
+        "injected": len(injected), "detected": sum(len(t) for t in detected.values()),
+        "missing": missing[:10], "repeated": repeated[:10], "unknown": unknown[:10],
+        "startup_events": startup, "unexpected_events": unexpected, "wrong_provider": wrong_provider,
+        "detect_delay_max": delays[-1] if delays else None,
+        "detect_delay_median": delays[len(delays) // 2] if delays else None,
+        "errors": errors[:5], "tracker_exit": v["exit_code"],
+        "farm_cpu_share": farm_busy, "farm_service_max": report["service_max"],
+        "farm_loop_lag_max": report["loop_lag_max"],
+        "machine": "%d cores, Python %s" % (os.cpu_count() or 0, sys.version.split()[0]),
+        "exit": 0 if ok else 1,
+    }
+
+
+def _fmt(value, spec=".2f"):
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(f):
+    kinds = f["kinds"]
+    def each(key, field="bytes_each"):
+        return _fmt(kinds[key][field], ".0f") if key in kinds else "-"
+    late = f["lateness"]
+    lines = [
+        "bench_tracker: %d feeds (%.0f%% OpenAI-shaped), interval %gs, mode %s, workers %s, "
+        "gzip %s; bodies: %s; %s" % (f["feeds"], 100 * f["openai_share"], f["interval"], f["mode"],
+                                     f["workers"], "on" if f["gzip"] else "off", f["source"],
+                                     f["machine"]),
+        "tracker: %s" % " ".join(f["command"]),
+        "run: %.1fs, first round %.1fs, %d polls (%.1f/s overall, %.1f/s in the quiet window "
+        "of %.0fs), tracker threads %s" % (
+            f["elapsed"], f["first_round"], f["polls_total"], f["polls_per_s_total"],
+            f["polls_per_s_quiet"], f["quiet_seconds"], f["threads"]),
+        "CPU (tracker): %.3f ms/poll over the whole run (%.1fs incl. first round); "
+        "%.3f ms per unchanged poll (quiet window, %d polls, %.0f%% of one core); "
+        "%.3f ms/poll while injecting (%d polls, %d changed; ~%s ms per changed poll)" % (
+            f["cpu_ms_per_poll_total"], f["cpu_total_s"], f["cpu_ms_per_unchanged_poll"],
+            f["polls_quiet"], 100 * f["cpu_share_quiet"], f["cpu_ms_per_poll_active"],
+            f["polls_active"], f["changed_active"], _fmt(f["cpu_ms_per_changed_poll_est"])),
+        "memory: peak RSS %.1f MB, baseline %.1f MB, %.2f KB per feed beyond baseline" % (
+            f["peak_rss_kb"] / 1024.0, f["baseline_rss_kb"] / 1024.0, f["rss_per_feed_kb"]),
+        "bytes sent per response incl. headers (body): OpenAI-shaped 200 unchanged %s (%s), "
+        "changed %s, first %s; Statuspage-shaped 304 %s (%s), 200 changed %s, first %s; "
+        "request %.0f" % (
+            each("openai 200 unchanged"), each("openai 200 unchanged", "body_each"),
+            each("openai 200 changed"), each("openai 200 first"),
+            each("statuspage 304 unchanged"), each("statuspage 304 unchanged", "body_each"),
+            each("statuspage 200 changed"), each("statuspage 200 first"),
+            f["request_bytes_each"]),
+        "lateness (server-seen, vs each feed's own grid): max %ss, p99 %ss; gap-interval "
+        "%s..%ss; tracker's own lateness_max %ss; fewest polls of a feed %d" % (
+            _fmt(late["max"], ".3f"), _fmt(late["p99"], ".3f"), _fmt(late["gap_min"], ".3f"),
+            _fmt(late["gap_max"], ".3f"), _fmt(f["tracker_lateness_max"], ".3f"),
+            late["polls_per_feed_min"]),
+        "updates: injected %d, detected %d (missing %d, repeated %d, unknown %d, wrong provider "
+        "%d); startup events %d, unexpected %d; detection delay median %ss max %ss" % (
+            f["injected"], f["detected"], len(f["missing"]), len(f["repeated"]),
+            len(f["unknown"]), f["wrong_provider"], f["startup_events"],
+            f["unexpected_events"], _fmt(f["detect_delay_median"], ".1f"),
+            _fmt(f["detect_delay_max"], ".1f")),
+        "server (farm process): CPU %.0f%% of one core quiet, %.0f%% injecting; slowest "
+        "request %.1f ms; timer lag max %.1f ms" % (
+            100 * f["farm_cpu_share"][0], 100 * f["farm_cpu_share"][1],
+            1000 * f["farm_service_max"], 1000 * f["farm_loop_lag_max"]),
+        "tracker exit %s; feed errors logged: %d%s" % (
+            f["tracker_exit"], len(f["errors"]), (" e.g. %s" % f["errors"][0]) if f["errors"] else ""),
+        "RESULT: %s" % ("PASS" if f["exit"] == 0 else "FAIL"),
+        "",
+        "| N | mode | interval | polls/s | CPU ms/poll (all) | CPU ms/unchanged poll | "
+        "peak RSS MB | KB/feed | bytes/unchanged poll OpenAI / Statuspage | max lateness s | "
+        "injected = detected |",
+        "| %d | %s | %gs | %.1f | %.3f | %.3f | %.1f | %.2f | %s / %s | %s | %d = %d%s |" % (
+            f["feeds"], f["mode"], f["interval"], f["polls_per_s_quiet"],
+            f["cpu_ms_per_poll_total"], f["cpu_ms_per_unchanged_poll"],
+            f["peak_rss_kb"] / 1024.0, f["rss_per_feed_kb"],
+            each("openai 200 unchanged"), each("statuspage 304 unchanged"),
+            _fmt(late["max"], ".2f"), f["injected"], f["detected"],
+            "" if f["exit"] == 0 else " FAIL"),
+    ]
+    if f["tracker_stats"]:
+        lines.insert(-3, "tracker's own counters: %s" % ", ".join(
+            "%s=%s" % item for item in sorted(f["tracker_stats"].items())))
+    print("\n".join(lines))
+    sys.stdout.flush()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description="Benchmark openai_status_tracker on N loopback feeds.")
+    parser.add_argument("--feeds", type=int, default=100, metavar="N", help="feeds to serve (100)")
+    parser.add_argument("--interval", type=float, default=10.0, metavar="S",
+                        help="tracker --interval (10)")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="whole run from the tracker's start; sets the inject phase "
+                             "(default: warm-up + quiet + inject + drain)")
+    parser.add_argument("--quiet", type=float, metavar="S",
+                        help="quiet window measuring unchanged polls (default: interval)")
+    parser.add_argument("--inject", type=float, metavar="S",
+                        help="inject phase length (default: interval)")
+    parser.add_argument("--inject-every", type=float, default=1.0, metavar="S",
+                        help="seconds between injection ticks (1)")
+    parser.add_argument("--inject-per-tick", type=int, metavar="K",
+                        help="feeds changed per tick (default max(1, N/1000))")
+    parser.add_argument("--mode", choices=("subprocess", "inprocess"), default="subprocess")
+    parser.add_argument("--workers", type=int, help="tracker --workers (default: its own)")
+    parser.add_argument("--timeout", type=float, default=20.0, help="tracker --timeout (20)")
+    parser.add_argument("--openai-share", type=float, default=0.5,
+                        help="fraction of OpenAI-shaped feeds (0.5)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds after the first round before measuring (2)")
+    parser.add_argument("--no-gzip", action="store_true",
+                        help="never gzip (default: gzip when the client asks, like real CDNs)")
+    parser.add_argument("--no-shared", action="store_true",
+                        help="generate the feed bodies even if ../shared/feeds is there")
+    parser.add_argument("--feeds-dir", default=FEEDS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--tracker", default=TRACKER, help="path of openai_status_tracker.py")
+    parser.add_argument("--json-out", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.serve:
+        return serve_farm()
+    if args.feeds < 1 or args.interval <= 0 or not 0 <= args.openai_share <= 1:
+        build_parser().error("--feeds >= 1, --interval > 0, 0 <= --openai-share <= 1")
+    args.quiet = args.quiet or args.interval
+    args.inject = args.inject or args.interval
+    budget = (2 * args.interval + 0.05 * args.feeds + 30 + args.settle + args.quiet
+              + max(args.inject, args.duration or 0) + 1.1 * args.interval + 60)
+    args.max_seconds = lambda: budget + 120
+    try:
+        figures, code = run_bench(args)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    print_summary(figures)
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump(figures, out, indent=1, default=str)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
