@@ -249,7 +249,7 @@ class Farm(object):
         self.inject_every = self.next_inject = None
         self.per_tick = 1
         self.fetched = 0               # feeds fetched at least once
-        self.service_max = self.loop_lag_max = 0.0
+        self.service_max = self.loop_lag_max = self.build_max = 0.0
         self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -278,18 +278,25 @@ class Farm(object):
     # -- HTTP
 
     def respond(self, request):
-        """Return (response bytes, counter key, body length) for one request head."""
+        """Return (response bytes, counter key, body length, keep-alive?) for a request head."""
         lines = request.split(b"\r\n")
         parts = lines[0].split()
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
+        # HTTP/1.1 connections persist unless the client says close (urllib always does)
+        keep = parts[2:] == [b"HTTP/1.1"] and headers.get(b"connection", b"").lower() != b"close"
+        response, key, length = self._answer(parts, headers, keep)
+        return response, key, length, keep
+
+    def _answer(self, parts, headers, keep):
+        connection = "" if keep else "Connection: close\r\n"
         match = re.match(rb"/feeds/(\d+)\.atom$", parts[1]) if len(parts) == 3 else None
         number = int(match.group(1)) if match else -1
         if parts[:1] != [b"GET"] or not 0 <= number < len(self.feeds):
             return (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\n\r\n", "404", 0)
+                    + connection.encode() + b"\r\n", "404", 0)
         feed = self.feeds[number]
         now = time.monotonic()
         if not feed.times:
@@ -306,8 +313,8 @@ class Farm(object):
                 return (("HTTP/1.1 304 Not Modified\r\nDate: %s\r\nETag: %s\r\n"
                          "Cache-Control: max-age=10, public, s-maxage=15, "
                          "stale-while-revalidate=30, stale-if-error=3600\r\n"
-                         "Vary: Accept-Encoding\r\nConnection: close\r\n\r\n"
-                         % (date, etag)).encode(), "statuspage 304 " + kind, 0)
+                         "Vary: Accept-Encoding\r\n%s\r\n"
+                         % (date, etag, connection)).encode(), "statuspage 304 " + kind, 0)
             extra = ("ETag: %s\r\nCache-Control: max-age=10, public, s-maxage=15, "
                      "stale-while-revalidate=30, stale-if-error=3600\r\n" % etag)
         else:
@@ -320,7 +327,7 @@ class Farm(object):
             extra += "Content-Encoding: gzip\r\n"
         head = ("HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/atom+xml; "
                 "charset=utf-8\r\nContent-Length: %d\r\n%sVary: Accept-Encoding\r\n"
-                "Connection: close\r\n\r\n" % (date, len(body), extra)).encode()
+                "%s\r\n" % (date, len(body), extra, connection)).encode()
         return head + body, "%s 200 %s" % (feed.shape, kind), len(body)
 
     def accept(self):
@@ -331,7 +338,8 @@ class Farm(object):
                 return
             sock.setblocking(False)
             self.counters["connections"] += 1
-            self.selector.register(sock, selectors.EVENT_READ, [b"", b"", time.monotonic()])
+            self.selector.register(sock, selectors.EVENT_READ,
+                                   [b"", b"", time.monotonic(), False])
 
     def readable(self, sock, state):
         try:
@@ -343,13 +351,20 @@ class Farm(object):
         if not data:
             return self.close(sock, state)
         state[0] += data
+        self.process(sock, state)
+
+    def process(self, sock, state):
+        """Answer the request buffered in state[0], if it is complete."""
         end = state[0].find(b"\r\n\r\n")
         if end < 0:
             if len(state[0]) > 65536:
                 self.close(sock, state)
             return
         self.counters["request bytes"] += end + 4
-        response, key, body_length = self.respond(state[0][:end])
+        state[2] = time.monotonic()     # service time: from a whole request to its last byte
+        response, key, body_length, state[3] = self.respond(state[0][:end])
+        self.build_max = max(self.build_max, time.monotonic() - state[2])
+        state[0] = state[0][end + 4:]
         self.counters[key + " n"] += 1
         self.counters[key + " bytes"] += len(response)
         self.counters[key + " body"] += body_length
@@ -368,10 +383,15 @@ class Farm(object):
             except OSError:
                 return self.close(sock, state)
             state[1] = state[1][sent:]
-        self.close(sock, state)
+        self.service_max = max(self.service_max, time.monotonic() - state[2])
+        if not state[3]:
+            return self.close(sock, state)
+        if self.selector.get_key(sock).events != selectors.EVENT_READ:
+            self.selector.modify(sock, selectors.EVENT_READ, state)
+        if b"\r\n\r\n" in state[0]:
+            self.process(sock, state)
 
     def close(self, sock, state):
-        self.service_max = max(self.service_max, time.monotonic() - state[2])
         try:
             self.selector.unregister(sock)
         except (KeyError, ValueError):
@@ -445,7 +465,8 @@ class Farm(object):
         elif name == "report":
             answer.update(counters=dict(self.counters), injections=self.injections,
                           lateness=self.lateness(request.get("until")),
-                          service_max=self.service_max, loop_lag_max=self.loop_lag_max,
+                          service_max=self.service_max, build_max=self.build_max,
+                          loop_lag_max=self.loop_lag_max,
                           cpu=time.process_time(), source=self.source,
                           body_sizes=self.body_sizes())
         elif name == "quit":
@@ -459,7 +480,7 @@ class Farm(object):
 
     def lateness(self, until):
         """Per feed: (t_k - k*interval) minus its minimum over the feed's requests."""
-        worst, values, gaps = 0.0, [], []
+        values, gaps, later = [], [], []
         for feed in self.feeds:
             times = [t for t in feed.times if until is None or t <= until]
             if not times:
@@ -467,10 +488,13 @@ class Farm(object):
             grid = [t - k * self.interval for k, t in enumerate(times)]
             base = min(grid)
             values.extend(g - base for g in grid)
+            if len(grid) > 1:      # the same, leaving out the first poll (first round)
+                later.append(max(grid[1:]) - min(grid[1:]))
             gaps.extend(b - a - self.interval for a, b in zip(times, times[1:]))
         values.sort()
         return {"max": values[-1] if values else None,
                 "p99": values[int(0.99 * (len(values) - 1))] if values else None,
+                "max_after_first": max(later) if later else None,
                 "gap_max": max(gaps) if gaps else None,
                 "gap_min": min(gaps) if gaps else None,
                 "polls_per_feed_min": min(len(f.times) for f in self.feeds)}
@@ -524,11 +548,12 @@ def serve_farm():
 
 # ---------------------------------------------------------------- measuring a process
 
-def proc_cpu(pid):
-    """Return utime+stime of a process (all threads) in seconds, from /proc."""
+def proc_cpu(pid, split=False):
+    """Return utime+stime (or both) of a process, all threads, in seconds, from /proc."""
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / float(CLK_TCK)
+    user, system = int(fields[11]) / float(CLK_TCK), int(fields[12]) / float(CLK_TCK)
+    return (user, system) if split else user + system
 
 
 def proc_status(pid, key):
@@ -611,6 +636,9 @@ class SubprocessTracker(object):
     def cpu(self):
         return proc_cpu(self.pid)
 
+    def cpu_system(self):
+        return proc_cpu(self.pid, True)[1]
+
     def alive(self):
         return self.process.poll() is None
 
@@ -657,6 +685,9 @@ class InprocessTracker(object):
         # this process minus the main thread (which only sleeps and talks to the farm)
         return time.process_time() - self._main_cpu()
 
+    def cpu_system(self):
+        return os.times()[1]    # the whole process: the main thread's share is tiny
+
     def alive(self):
         return self.thread.is_alive()
 
@@ -681,6 +712,7 @@ def _sleep_until(deadline, tracker):
 def _window(farm, tracker):
     snap = farm.ask("snapshot")
     snap["tracker_cpu"] = tracker.cpu()
+    snap["tracker_sys"] = tracker.cpu_system()
     return snap
 
 
@@ -732,6 +764,7 @@ def run_bench(args):
         _sleep_until(w2["time"] + drain, tracker)
         w3 = _window(farm, tracker)
         peak = proc_status(tracker.pid, "VmHWM")
+        rss_end = proc_status(tracker.pid, "VmRSS")
         threads = proc_status(tracker.pid, "Threads")
         tracker_stats = tracker.stats()
         cpu_total = tracker.cpu()
@@ -760,8 +793,7 @@ def summarise(args, v):
     cpu_quiet = w1["tracker_cpu"] - w0["tracker_cpu"]
     cpu_active = w3["tracker_cpu"] - w1["tracker_cpu"]
     per_unchanged = 1000.0 * cpu_quiet / max(1, polls_quiet)
-    per_changed = (1000.0 * (cpu_active - per_unchanged / 1000.0 * (polls_active - changed_active))
-                   / changed_active) if changed_active else None
+    polls_first = w0["counters"]["requests"]
     kinds = {}
     for key in counters:
         if key.endswith(" n"):
@@ -817,9 +849,12 @@ def summarise(args, v):
         "cpu_ms_per_poll_total": 1000.0 * v["cpu_total"] / max(1, counters["requests"]),
         "cpu_ms_per_unchanged_poll": per_unchanged,
         "cpu_ms_per_poll_active": 1000.0 * cpu_active / max(1, polls_active),
-        "cpu_ms_per_changed_poll_est": per_changed,
+        "cpu_ms_per_poll_first_round": 1000.0 * w0["tracker_cpu"] / max(1, polls_first),
+        "polls_first_round": polls_first,
+        "requests_per_connection": counters["requests"] / float(max(1, counters["connections"])),
         "cpu_share_quiet": cpu_quiet / quiet_seconds,
-        "peak_rss_kb": v["peak"], "baseline_rss_kb": v["baseline"],
+        "peak_rss_kb": v["peak"], "rss_end_kb": v["rss_end"],
+        "sys_share_quiet": (w1["tracker_sys"] - w0["tracker_sys"]) / max(1e-9, cpu_quiet), "baseline_rss_kb": v["baseline"],
         "rss_per_feed_kb": (v["peak"] - v["baseline"]) / float(args.feeds),
         "kinds": kinds, "request_bytes_each": counters.get("request bytes", 0) / max(1, counters["requests"]),
         "body_sizes": report["body_sizes"],
@@ -832,6 +867,7 @@ def summarise(args, v):
         "detect_delay_median": delays[len(delays) // 2] if delays else None,
         "errors": errors[:5], "tracker_exit": v["exit_code"],
         "farm_cpu_share": farm_busy, "farm_service_max": report["service_max"],
+        "farm_build_max": report["build_max"],
         "farm_loop_lag_max": report["loop_lag_max"],
         "machine": "%d cores, Python %s" % (os.cpu_count() or 0, sys.version.split()[0]),
         "exit": 0 if ok else 1,
@@ -858,24 +894,32 @@ def print_summary(f):
             f["elapsed"], f["first_round"], f["polls_total"], f["polls_per_s_total"],
             f["polls_per_s_quiet"], f["quiet_seconds"], f["threads"]),
         "CPU (tracker): %.3f ms/poll over the whole run (%.1fs incl. first round); "
-        "%.3f ms per unchanged poll (quiet window, %d polls, %.0f%% of one core); "
-        "%.3f ms/poll while injecting (%d polls, %d changed; ~%s ms per changed poll)" % (
+        "%.3f ms per unchanged poll (quiet window, %d polls, %.0f%% of one core, %.0f%% of it "
+        "in the kernel); "
+        "%.3f ms/poll while injecting (%d polls, %d changed); %.2f ms/poll until the first round "
+        "was done (%d polls, nearly all parsed; includes start-up)" % (
             f["cpu_ms_per_poll_total"], f["cpu_total_s"], f["cpu_ms_per_unchanged_poll"],
-            f["polls_quiet"], 100 * f["cpu_share_quiet"], f["cpu_ms_per_poll_active"],
-            f["polls_active"], f["changed_active"], _fmt(f["cpu_ms_per_changed_poll_est"])),
-        "memory: peak RSS %.1f MB, baseline %.1f MB, %.2f KB per feed beyond baseline" % (
-            f["peak_rss_kb"] / 1024.0, f["baseline_rss_kb"] / 1024.0, f["rss_per_feed_kb"]),
+            f["polls_quiet"], 100 * f["cpu_share_quiet"], 100 * f["sys_share_quiet"],
+            f["cpu_ms_per_poll_active"],
+            f["polls_active"], f["changed_active"], f["cpu_ms_per_poll_first_round"],
+            f["polls_first_round"]),
+        "memory: peak RSS %.1f MB (%.1f MB at the end), baseline %.1f MB, %.2f KB per feed "
+        "beyond baseline at peak (%.2f at the end)" % (
+            f["peak_rss_kb"] / 1024.0, f["rss_end_kb"] / 1024.0, f["baseline_rss_kb"] / 1024.0,
+            f["rss_per_feed_kb"], (f["rss_end_kb"] - f["baseline_rss_kb"]) / float(f["feeds"])),
         "bytes sent per response incl. headers (body): OpenAI-shaped 200 unchanged %s (%s), "
         "changed %s, first %s; Statuspage-shaped 304 %s (%s), 200 changed %s, first %s; "
-        "request %.0f" % (
+        "request %.0f; %.2f requests per TCP connection" % (
             each("openai 200 unchanged"), each("openai 200 unchanged", "body_each"),
             each("openai 200 changed"), each("openai 200 first"),
             each("statuspage 304 unchanged"), each("statuspage 304 unchanged", "body_each"),
             each("statuspage 200 changed"), each("statuspage 200 first"),
-            f["request_bytes_each"]),
-        "lateness (server-seen, vs each feed's own grid): max %ss, p99 %ss; gap-interval "
-        "%s..%ss; tracker's own lateness_max %ss; fewest polls of a feed %d" % (
-            _fmt(late["max"], ".3f"), _fmt(late["p99"], ".3f"), _fmt(late["gap_min"], ".3f"),
+            f["request_bytes_each"], f["requests_per_connection"]),
+        "lateness (server-seen, vs each feed's own grid): max %ss, p99 %ss, max after the "
+        "first round %ss; gap-interval %s..%ss; tracker's own lateness_max %ss; fewest polls "
+        "of a feed %d" % (
+            _fmt(late["max"], ".3f"), _fmt(late["p99"], ".3f"), _fmt(late["max_after_first"], ".3f"),
+            _fmt(late["gap_min"], ".3f"),
             _fmt(late["gap_max"], ".3f"), _fmt(f["tracker_lateness_max"], ".3f"),
             late["polls_per_feed_min"]),
         "updates: injected %d, detected %d (missing %d, repeated %d, unknown %d, wrong provider "
@@ -884,10 +928,12 @@ def print_summary(f):
             len(f["unknown"]), f["wrong_provider"], f["startup_events"],
             f["unexpected_events"], _fmt(f["detect_delay_median"], ".1f"),
             _fmt(f["detect_delay_max"], ".1f")),
-        "server (farm process): CPU %.0f%% of one core quiet, %.0f%% injecting; slowest "
-        "request %.1f ms; timer lag max %.1f ms" % (
+        "server (farm process): CPU %.0f%% of one core quiet, %.0f%% injecting; longest "
+        "response build %.1f ms, longest request-to-last-byte %.1f ms (includes a slow "
+        "reader); timer lag max %.1f ms" % (
             100 * f["farm_cpu_share"][0], 100 * f["farm_cpu_share"][1],
-            1000 * f["farm_service_max"], 1000 * f["farm_loop_lag_max"]),
+            1000 * f["farm_build_max"], 1000 * f["farm_service_max"],
+            1000 * f["farm_loop_lag_max"]),
         "tracker exit %s; feed errors logged: %d%s" % (
             f["tracker_exit"], len(f["errors"]), (" e.g. %s" % f["errors"][0]) if f["errors"] else ""),
         "RESULT: %s" % ("PASS" if f["exit"] == 0 else "FAIL"),
@@ -904,7 +950,7 @@ def print_summary(f):
             "" if f["exit"] == 0 else " FAIL"),
     ]
     if f["tracker_stats"]:
-        lines.insert(-3, "tracker's own counters: %s" % ", ".join(
+        lines.insert(-4, "tracker's own counters: %s" % ", ".join(
             "%s=%s" % item for item in sorted(f["tracker_stats"].items())))
     print("\n".join(lines))
     sys.stdout.flush()

@@ -94,6 +94,7 @@ DEFAULT_TIMEOUT = 20.0           # whole deadline of one request, seconds
 MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
+MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
@@ -130,27 +131,36 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?)?"
     r"\s*([Zz]|[+-]\d\d:?\d\d)?$")
 _BLOCK_DATE = re.compile(
-    r"([A-Za-z]{3})[a-z]*\.?\s+(\d{1,2})(?:,?\s+(\d{4}))?\s*[,-]?\s*"
+    r"\b([A-Za-z]{3})[a-z]*\.?\s+(\d{1,2})(?:,?\s+(\d{4}))?\s*[,-]?\s*"
     r"(\d{1,2}):(\d\d)\s*([A-Za-z]{1,5})?")
+# Every pattern that sees feed text runs in linear time on hostile input (re
+# holds the GIL: one slow match would stall every feed).  So no ".*?" that
+# could rescan the rest of a 4 MB entry from each of a million starts: a
+# "tempered" (?:(?!<tag>).)* stops at the next tag of its kind, [^<>]* at
+# the next "<", and an unclosed <script> or comment runs to the end.
 # Statuspage: <p><small>DATE</small><br><strong>Label</strong> - message</p>,
 # newest first; a maintenance starts with a <strong> banner outside any block.
 _STATUSPAGE_BLOCK = re.compile(
-    r"<small>(.*?)</small>\s*(?:<br\s*/?>\s*)*<strong>(.*?)</strong>(.*?)"
-    r"(?=<small>|\Z)", re.S | re.I)
+    r"<small>((?:(?!</?small>).)*)</small>\s*(?:<br\s*/?>\s*)*"
+    r"<strong>((?:(?!</?strong>|<small>).)*)</strong>(.*?)(?=<small>|\Z)", re.S | re.I)
 # incident.io: <b>Status: Resolved</b><br/><br/>message<br/><br/>
 # <b>Affected components</b><ul><li>Name (Current state)</li></ul>
-_INCIDENTIO_STATUS = re.compile(r"<b>\s*Status:\s*(.*?)</b>(.*)", re.S | re.I)
+_INCIDENTIO_STATUS = re.compile(r"<b>\s*Status:\s*((?:(?!</?b>).)*)</b>(.*)", re.S | re.I)
 _INCIDENTIO_COMPONENTS = re.compile(r"<b>\s*Affected components\s*</b>", re.I)
-_LIST_ITEM = re.compile(r"<li[^>]*>(.*?)</li>", re.S | re.I)
+_LIST_ITEM = re.compile(r"<li\b[^<>]*>((?:(?!</?li\b).)*)</li\s*>", re.S | re.I)
 _TRAILING_STATE = re.compile(r"\s*\([^()]*\)$")
 _AFFECTED = re.compile(
     r"(?:Affected (?:products|components|services)|This incident affected)"
     r"\s*:\s*([^\n<]+)", re.I)
 _LEADING_LABEL = re.compile(
     r"^(%s)\s*[-:\u2013\u2014]\s*" % "|".join(LABELS), re.I)
-_TAG = re.compile(r"<[^>]*>")
-_DROPPED_HTML = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
-_BREAKING_TAG = re.compile(r"<(?:br|/p|/li|/div|/h\d|/tr)\b[^>]*>", re.I)
+_TAG = re.compile(r"<[^<>]*>")
+_DROPPED_HTML = re.compile(
+    r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)", re.S | re.I)
+_BREAKING_TAG = re.compile(r"<(?:br|/p|/li|/div|/h\d|/tr)\b[^<>]*>", re.I)
+# A character reference beyond U+10FFFF: html.unescape would turn its digits
+# into an int, quadratic in their number before Python 3.11, refused after.
+_HUGE_REFERENCE = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")
 # Terminal escapes (CSI, OSC, two-byte ESC) go whole; then every other control
 # character, C1 included, and the invisible bidi overrides that can disguise
 # text ("Trojan Source", CVE-2021-42574).
@@ -159,7 +169,9 @@ _ESCAPE = re.compile(
 _CONTROL = re.compile(u"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _INVISIBLE = re.compile(u"[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
-_PROLOG_MARKUP = re.compile(r"\s*(<\?.*?\?>|<!--.*?-->)", re.S)
+_PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, comments
+_XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
+_STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
 
 
 # ---------------------------------------------------------------- data types
@@ -197,10 +209,18 @@ class Event(NamedTuple):
 
 
 class Mark(NamedTuple):
-    """What the tracker remembers of an entry: the dedup dict's value."""
-    updated: str
-    count: int             # updates seen (Statuspage keeps them all)
+    """What the tracker remembers of an entry: the dedup dict's value, packed."""
+    updated: int           # crc32 of the raw <updated>: equal means it did not move
+    count: int             # updates seen (Statuspage keeps them all), at most 0xFFFF
     digest: int            # crc32 of what was last printable for it
+
+    def pack(self):
+        """Return the Mark as one int (one object per entry, not four)."""
+        return (self.updated << 48) | (min(self.count, 0xFFFF) << 32) | self.digest
+
+    @classmethod
+    def unpack(cls, value):
+        return cls(value >> 48, (value >> 32) & 0xFFFF, value & 0xFFFFFFFF)
 
 
 class Response(NamedTuple):
@@ -276,7 +296,12 @@ def clean_text(text, limit=None):
 def html_to_text(markup, limit=None):
     """Return the plain text of an HTML fragment: tags gone, entities decoded."""
     markup = _BREAKING_TAG.sub(" ", _DROPPED_HTML.sub(" ", markup))
-    return clean_text(html.unescape(_TAG.sub("", markup)), limit)
+    return clean_text(unescape(_TAG.sub("", markup)), limit)
+
+
+def unescape(markup):
+    """Return html.unescape(markup), in linear time whatever the references."""
+    return html.unescape(_HUGE_REFERENCE.sub(u"\ufffd", markup))
 
 
 def _utc(year, month, day, hour=0, minute=0, second=0, micro=0, offset=0.0):
@@ -291,6 +316,8 @@ def _utc(year, month, day, hour=0, minute=0, second=0, micro=0, offset=0.0):
 def parse_date(text):
     """Return an RFC 3339 or RFC 822 date as aware UTC, or None."""
     text = (text or "").strip()
+    if len(text) > 100:   # not a date; and parsedate_tz's int() of a huge number is slow
+        return None
     match = _RFC3339.match(text)
     if match:
         year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -367,40 +394,102 @@ def _local(tag):
     return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
 
-def refuse_dtd(body):
-    """Raise FeedError for a document with a DOCTYPE (entity bombs, XXE).
+def _namespace(tag):
+    """Return an element tag's "{namespace}" part, "" for none."""
+    return tag[:tag.find("}") + 1] if isinstance(tag, str) and tag[:1] == "{" else ""
 
-    Feeds never need a DTD; refusing it before expat sees the document stops
-    billion laughs, quadratic blowup and external entities with the stdlib.
+
+def _as_expat_reads(body):
+    """Return a document as text whose markup is where expat will see it.
+
+    Expat reads UTF-16 (by BOM, or by "<" and a zero byte), UTF-8, and 8-bit
+    charsets that keep ASCII in place (it refuses others, and multi-byte
+    ones): outside UTF-16 every "<!" is the bytes b"<!", which latin-1 keeps.
     """
     if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        head = body[:4096].decode("utf-16", "replace")
-    else:
-        head = body[:4096].decode("latin-1")
-    position = 1 if head.startswith(u"\ufeff") else 0
-    while True:
-        match = _PROLOG_MARKUP.match(head, position)
-        if not match:
-            break
-        position = match.end()
-    rest = head[position:].lstrip()
-    if rest[:2] == "<!":
-        if rest[:14].lower() == "<!doctype html":
-            raise FeedError("got an HTML page, not a feed")
-        raise FeedError("refused: the document declares a DTD")
-    if rest[:5].lower() == "<html":
+        return body.decode("utf-16", "replace")
+    if body[:2] in (b"<\0", b"\0<"):
+        return body.decode("utf-16-le" if body[:1] == b"<" else "utf-16-be", "replace")
+    return body[3:].decode("latin-1") if body[:3] == b"\xef\xbb\xbf" else body.decode("latin-1")
+
+
+def refuse_dtd(body):
+    """Raise FeedError for an HTML page or a document with a DTD (entity bombs, XXE).
+
+    Feeds never need a DTD.  After the prolog's comments, processing
+    instructions and blanks (however long), a feed's root element starts;
+    "<!" there is a DOCTYPE, refused before expat expands anything it
+    declares: billion laughs, quadratic blowup and external entities, whatever
+    the expat version (its own limits came in 2.4).
+    """
+    text = _as_expat_reads(body)
+    start = _PROLOG.match(text).end()
+    rest = text[start:start + 14].lower()
+    if rest == "<!doctype html" or rest[:5] == "<html":
         raise FeedError("got an HTML page, not a feed")
+    if rest[:2] == "<!" and rest[:4] != "<!--":   # "<!--": a comment left open
+        raise FeedError("refused: the document declares a DTD")
+
+
+def recode_misdeclared(body):
+    """Return a body that says (or implies) UTF-8 but is not, as UTF-8; else None.
+
+    Servers paste Windows-1252 text into UTF-8 feeds, and expat stops at the
+    first such byte: read each byte that is not UTF-8 as cp1252 instead.
+    """
+    text = body[3:] if body[:3] == b"\xef\xbb\xbf" else body
+    if text[:2] in (b"\xff\xfe", b"\xfe\xff", b"<\0", b"\0<"):
+        return None
+    declared = _XML_ENCODING.match(text[:1024])
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        return None
+    try:
+        text.decode("utf-8")
+        return None          # it is UTF-8: the fault lies elsewhere
+    except UnicodeDecodeError:
+        pass
+    text = _STRAY_BYTE.sub(_as_cp1252, text.decode("utf-8", "surrogateescape"))
+    return text.encode("utf-8")
+
+
+def _as_cp1252(stray):
+    """Return the cp1252 character of a surrogate-escaped byte."""
+    return bytes([ord(stray.group()) - 0xdc00]).decode("cp1252", "replace")
+
+
+def _parse_bounded(body):
+    """Return the root element; raise FeedError for a DTD or too many elements."""
+    refuse_dtd(body)
+    parser = ET.XMLPullParser(events=("start",))
+    root, count = None, 0
+    for offset in range(0, len(body), 65536):
+        parser.feed(body[offset:offset + 65536])
+        for _, element in parser.read_events():
+            root = element if root is None else root
+            count += 1
+        if count > MAX_ELEMENTS:   # bounds the tree, and the time to walk it
+            raise FeedError("more than %d XML elements; refused" % MAX_ELEMENTS)
+    parser.close()
+    return root
 
 
 def parse_xml(body):
     """Return the root element of a feed document; raise FeedError."""
     if not body.strip():
         raise FeedError("empty body")
-    refuse_dtd(body)
     try:
-        return ET.fromstring(body)
+        return _parse_bounded(body)
     except ET.ParseError as exc:
-        raise FeedError("not well-formed XML: %s" % exc)
+        error = FeedError("not well-formed XML: %s" % exc)
+    except (LookupError, ValueError) as exc:   # what expat makes of encoding="x-klingon"
+        raise FeedError("cannot read its declared encoding: %s" % clean_text(str(exc), 80))
+    recoded = recode_misdeclared(body)
+    if recoded is None:
+        raise error
+    try:
+        return _parse_bounded(recoded)
+    except ET.ParseError:
+        raise error
 
 
 def parse_feed(body):
@@ -408,19 +497,32 @@ def parse_feed(body):
     root = parse_xml(body)
     kind = _local(root.tag)
     if kind == "feed":
-        items = [child for child in root if _local(child.tag) == "entry"]
+        items = [child for child in root if _local(child.tag) == "entry"
+                 and _namespace(child.tag) == _namespace(root.tag)]
         return [_atom_entry(item) for item in items]
     if kind in ("rss", "RDF"):
-        items = [node for node in root.iter() if _local(node.tag) == "item"]
+        # rss/channel/item (2.0) or rdf:RDF/item (1.0), in the channel's
+        # namespace: an extension's <x:item>, anywhere, is not an entry.
+        channels = [child for child in root if _local(child.tag) == "channel"]
+        own = _namespace(channels[0].tag) if channels else ""
+        items = [node for parent in [root] + channels for node in parent
+                 if _local(node.tag) == "item" and _namespace(node.tag) == own]
         return [_rss_entry(item) for item in items]
     raise FeedError("not an Atom or RSS feed (root element <%s>)" % clean_text(kind, 40))
 
 
 def _children(element):
-    """Map local child names to their first element."""
+    """Map local child names to their first element, its own namespace first.
+
+    An extension may reuse a name (<media:title> before <title>); it counts
+    only when the element's own is missing (so <dc:date> still serves).
+    """
+    own = _namespace(element.tag)
     found = {}
     for child in element:
-        found.setdefault(_local(child.tag), child)
+        name = _local(child.tag)
+        if name not in found or _namespace(child.tag) == own != _namespace(found[name].tag):
+            found[name] = child
     return found
 
 
@@ -528,10 +630,11 @@ def _generic_update(markup, newest):
 
 def _affected(markup):
     """Return components a text names itself ("Affected products: A, B")."""
-    match = _AFFECTED.search(html.unescape(_BREAKING_TAG.sub("\n", markup)))
+    match = _AFFECTED.search(unescape(_BREAKING_TAG.sub("\n", markup)))
     if not match:
         return ()
-    names = re.split(r",\s*|\s+and\s+", match.group(1).strip().rstrip("."))
+    # whitespace collapsed first: \s+ tried at each of a million blanks is quadratic
+    names = re.split(r", ?| and ", " ".join(match.group(1).split()).rstrip("."))
     return _unique(html_to_text(name) for name in names)
 
 
@@ -558,16 +661,29 @@ def body_digest(body):
 
 # ---------------------------------------------------------------- deciding what to print
 
+def entry_key(entry_id):
+    """Return the 64-bit int the dedup dict files an entry id under.
+
+    At 5,000 feeds of ~90 entries memory is the limit: an int key and a
+    packed int Mark take ~130 bytes an entry, the id string and a tuple ~350.
+    """
+    data = entry_id.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def _crc(text):
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
+
+
 def _printable_digest(entry):
     """Return a crc32 of what an update of `entry` would print."""
     newest = entry.updates[0]
-    text = "\n".join((newest.label, newest.message) + entry.components)
-    return zlib.crc32(text.encode("utf-8", "replace"))
+    return _crc("\n".join((newest.label, newest.message) + entry.components))
 
 
 def mark_of(entry):
     """Return the Mark to remember for an entry."""
-    return Mark(entry.updated, len(entry.updates), _printable_digest(entry))
+    return Mark(_crc(entry.updated), len(entry.updates), _printable_digest(entry))
 
 
 def _fresh_updates(old, entry, mark):
@@ -584,16 +700,20 @@ def _fresh_updates(old, entry, mark):
 def diff_entries(seen, entries, first=False, history=0, provider=""):
     """Return (events, marks): updates to print, and what to remember.
 
-    seen maps entry id -> Mark from earlier polls.  On a feed's first poll
-    (first=True) only incidents still open print, plus the `history` newest
-    updates; everything else is remembered silently.
+    seen maps entry_key(id) -> packed Mark from earlier polls, and so do the
+    marks returned.  On a feed's first poll (first=True) only incidents still
+    open print, plus the `history` newest updates; everything else is
+    remembered silently.
     """
-    marks, fresh = {}, []
+    marks, fresh, kept = {}, [], []
     for entry in entries:
-        if entry.id in marks:          # a duplicate id: the first one counts
+        key = entry_key(entry.id)
+        if key in marks:               # a duplicate id: the first one counts
             continue
-        mark = marks[entry.id] = mark_of(entry)
-        old = seen.get(entry.id)
+        kept.append(entry)
+        mark = mark_of(entry)
+        marks[key] = mark.pack()
+        old = Mark.unpack(seen[key]) if key in seen else None
         if first:
             indexes = [0] if is_open(entry) else []
         elif old is None:
@@ -603,13 +723,13 @@ def diff_entries(seen, entries, first=False, history=0, provider=""):
         kind = "update" if old is not None else "new"
         fresh += [(entry, index, kind) for index in indexes]
     if first and history:
-        fresh += _newest_updates(entries, marks, history)
+        fresh += _newest_updates(kept, history)
     return _in_order(fresh, provider), marks
 
 
-def _newest_updates(entries, marks, count):
+def _newest_updates(entries, count):
     """Return the `count` newest (entry, index, "new") across a feed."""
-    pairs = [(entry, index, "new") for entry in entries if entry.id in marks
+    pairs = [(entry, index, "new") for entry in entries
              for index in range(len(entry.updates))]
     pairs.sort(key=lambda pair: _time_key(pair[0].updates[pair[1]].time), reverse=True)
     return pairs[:count]
@@ -785,9 +905,59 @@ class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
         return self.do_open(_DeadlineHTTPConnection, req)
 
 
+def _remaining():
+    """Return the seconds left to this thread's request; raise socket.timeout if none."""
+    deadline, stop = _request.limits
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or stop.is_set():
+        raise socket.timeout("deadline passed")
+    return remaining
+
+
+class _DeadlineTLS(object):
+    """An SSLContext whose handshakes, too, end by the request's deadline.
+
+    The handshake reads in C, out of _DeadlineSocket's reach: a server that
+    trickles its certificate a byte at a time would hold a worker for ever.
+    """
+
+    def __init__(self, context):
+        self._context = context
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        timeout = sock.gettimeout()
+        kwargs["do_handshake_on_connect"] = False
+        tls = self._context.wrap_socket(sock, *args, **kwargs)
+        try:
+            self._handshake(tls)
+        except BaseException:
+            tls.close()
+            raise
+        tls.settimeout(timeout)
+        return tls
+
+    @staticmethod
+    def _handshake(tls):
+        if getattr(_request, "limits", None) is None:
+            return tls.do_handshake()
+        while True:
+            tls.settimeout(min(_remaining(), READ_SLICE))
+            try:
+                return tls.do_handshake()
+            except socket.timeout:   # a slice ended; the handshake can go on
+                continue
+
+
 if hasattr(http.client, "HTTPSConnection"):   # Python built without ssl has neither
     class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
         response_class = _DeadlineResponse
+
+        def __init__(self, *args, **kwargs):
+            http.client.HTTPSConnection.__init__(self, *args, **kwargs)
+            self._context = _DeadlineTLS(self._context)
 
     class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
         def do_open(self, http_class, req, **kwargs):
@@ -799,14 +969,25 @@ else:
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow at most MAX_REDIRECTS redirects, to http and https URLs only."""
     max_redirections = MAX_REDIRECTS
     max_repeats = 2
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        # urllib would then read the redirect's whole body, without limit:
+        # closing it first leaves nothing to read.
+        fp.close()
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):   # urllib would follow ftp:// too
+            raise FeedError("redirect to a non-HTTP URL refused (%s)" % clean_text(scheme, 20), code)
+        return urllib.request.HTTPRedirectHandler.redirect_request(
+            self, req, fp, code, msg, headers, newurl)
 
 
 def parse_retry_after(value, now=None):
     """Return Retry-After (seconds or HTTP date, RFC 9110 10.2.3) in seconds, or None."""
     value = (value or "").strip()
-    if value.isdigit():
+    if re.match(r"[0-9]+$", value):   # not str.isdigit(): "\xb2" is a digit to it
         return min(float(value), RETRY_AFTER_CAP)
     when = parse_date(value) if value else None
     if when is None:
@@ -826,6 +1007,8 @@ def _describe(error):
         return "DNS lookup failed: %s" % (error.strerror or error)
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(error, http.client.RemoteDisconnected):   # a ConnectionResetError
+        return "connection closed without an answer"
     if isinstance(error, ConnectionResetError):
         return "connection reset"
     if type(error).__module__ == "ssl":
@@ -838,10 +1021,15 @@ def _describe(error):
 
 def _read_body(response, limit):
     """Read a response body in chunks, refusing more than `limit` bytes."""
+    if (getattr(response, "length", None) or 0) > limit:   # Content-Length says so
+        raise FeedError("answer larger than %d bytes" % limit)
     chunks, size = [], 0
     while True:
         chunk = response.read(65536)
         if not chunk:
+            # read(n) takes an early end of a Content-Length body in silence
+            if getattr(response, "length", None):
+                raise FeedError("answer cut short: %d bytes missing" % response.length)
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
@@ -858,6 +1046,8 @@ def gunzip(data, limit):
         raise FeedError("bad gzip data: %s" % exc)
     if len(body) > limit or decoder.unconsumed_tail:
         raise FeedError("answer larger than %d bytes after gzip decoding" % limit)
+    if not decoder.eof:
+        raise FeedError("gzip data cut short")
     return body
 
 
@@ -912,6 +1102,8 @@ class Fetcher(object):
         except Exception:
             pass
         reason = "HTTP %d %s" % (exc.code, clean_text(str(exc.reason), 80))
+        if str(exc.reason).startswith(urllib.request.HTTPRedirectHandler.inf_msg):
+            reason = "more than %d redirects, or a redirect loop" % MAX_REDIRECTS
         retry = None
         if exc.code in (429, 503):
             retry = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
@@ -1071,8 +1263,8 @@ class Feed(object):
 
     def __init__(self, provider):
         self.provider = provider
-        self.seen = None          # entry id -> Mark; None until the first good poll
-        self.gone = {}            # entry id -> wall time it left the feed
+        self.seen = None          # entry_key -> packed Mark; None until the first good poll
+        self.gone = {}            # entry_key -> wall time it left the feed
         self.etag = self.last_modified = self.digest = None
         self.failures, self.failing = 0, False
         self.due, self.busy, self.polls, self.ok = 0.0, False, 0, False
@@ -1098,8 +1290,9 @@ class Feed(object):
     def to_json(self):
         """Return what a restart needs to know of this feed, as JSON-ready data."""
         seen = None if self.seen is None else {
-            key: list(mark) for key, mark in self.seen.items()}
-        return {"seen": seen, "gone": self.gone, "etag": self.etag,
+            "%016x" % key: mark for key, mark in self.seen.items()}
+        gone = {"%016x" % key: since for key, since in self.gone.items()}
+        return {"seen": seen, "gone": gone, "etag": self.etag,
                 "last_modified": self.last_modified, "failures": self.failures,
                 "digest": self.digest.hex() if self.digest else None}
 
@@ -1108,9 +1301,9 @@ class Feed(object):
         try:
             seen = data.get("seen")
             if seen is not None:
-                seen = {str(key): Mark(str(mark[0]), int(mark[1]), int(mark[2]))
-                        for key, mark in seen.items()}
-            gone = {str(key): float(since) for key, since in (data.get("gone") or {}).items()}
+                seen = {int(key, 16): int(mark) for key, mark in seen.items()}
+            gone = {int(key, 16): float(since)
+                    for key, since in (data.get("gone") or {}).items()}
             digest = data.get("digest")
             digest = bytes.fromhex(digest) if digest else None
             failures = int(data.get("failures") or 0)
@@ -1160,8 +1353,9 @@ class _Wakeup(object):
 
 def backoff_delay(failures, interval, retry_after=None, rand=random.random):
     """Return seconds until the next try of a feed that failed `failures` times."""
-    delay = min(BACKOFF_CAP, interval * 2 ** min(failures - 1, 20))
-    delay = max(interval, delay * (0.8 + 0.4 * rand()))   # jitter: no herd
+    delay = interval * 2 ** min(max(failures, 1) - 1, 20)
+    delay *= 0.8 + 0.4 * rand()                       # jitter: no herd
+    delay = max(interval, min(delay, BACKOFF_CAP))    # capped after the jitter
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay

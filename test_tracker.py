@@ -7,18 +7,24 @@ No test touches the internet.
 """
 
 import ast
+import email.utils
 import gzip
 import html
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import xml.parsers.expat
+import zlib
 from datetime import datetime, timezone
 
 import pytest
@@ -742,6 +748,723 @@ def test_sigterm_stops_a_running_tracker_at_once_with_exit_0(server, tmp_path):
     assert out == b""
 
 
+# ---------------------------------------------------------------- hostile feeds and dead servers
+#
+# Issue 3: any feed may be broken, slow, huge or malicious, and none of it may
+# crash the tracker, stall the other feeds, eat memory or reach the terminal.
+# Each test says which defence it checks; without that defence it fails.
+
+MIB = 1 << 20
+CAP = tracker.MAX_BODY_BYTES
+# What no line of output or log may hold: C0 but newline, DEL, C1, the line
+# and paragraph separators (str.splitlines() breaks there too), bidi overrides.
+UNPRINTABLE = re.compile(u"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f"
+                         u"\u202a-\u202e\u2066-\u2069]")
+
+
+def reply(handler, body=b"", status=200, headers=(), reason=None):
+    """Answer a request by hand, from a callable route."""
+    handler.send_response(status, reason)
+    for key, value in headers:
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def streamer(total, sent, done, status=200, headers=(), length=False):
+    """A route sending `total` bytes from one small buffer; sent[0] counts them."""
+    def answer(handler):
+        handler.close_connection = True
+        handler.send_response(status)
+        for key, value in headers:
+            handler.send_header(key, value)
+        if length:
+            handler.send_header("Content-Length", str(total))
+        handler.end_headers()
+        chunk = b" " * 65536
+        sent.append(0)
+        try:
+            while sent[0] < total:
+                handler.wfile.write(chunk)
+                sent[0] += len(chunk)
+        except OSError:    # the client hung up, as it should
+            pass
+        finally:
+            done.set()
+    return answer
+
+
+def dripper(head, pause=0.05, limit=3.0):
+    """A route sending `head`, then a byte every `pause` seconds: never a silence
+    long enough for a per-read timeout (it gives up after `limit` seconds)."""
+    def answer(handler):
+        handler.close_connection = True
+        deadline = time.monotonic() + limit
+        try:
+            handler.wfile.write(head)
+            while time.monotonic() < deadline:
+                handler.wfile.write(b" ")
+                time.sleep(pause)
+        except OSError:
+            pass
+    return answer
+
+
+def tls_dripper(sock, pause=0.05, limit=3.0):
+    """A TLS "server" promising a 16 KB handshake record and giving a byte at a time."""
+    sock.recv(4096)                              # the ClientHello
+    sock.sendall(b"\x16\x03\x03\x40\x00")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        sock.sendall(b"\x02")
+        time.sleep(pause)
+
+
+def listening_silently():
+    """A socket the kernel accepts connections on, and nobody ever answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+class RawHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:
+            self.server.behaviour(self.request)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def raw_server():
+    """start(behaviour) -> port of a plain TCP server on 127.0.0.1 running behaviour(sock)."""
+    servers = []
+
+    def start(behaviour):
+        tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RawHandler)
+        tcp.daemon_threads = True
+        tcp.behaviour = behaviour
+        thread = threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.daemon = True
+        thread.start()
+        servers.append(tcp)
+        return tcp.server_address[1]
+    yield start
+    for tcp in servers:
+        tcp.shutdown()
+        tcp.server_close()
+
+
+def gzip_bomb(size):
+    """A valid gzip stream of `size` zero bytes (whole MiBs), about size/1000 long.
+
+    One deflated MiB after a full flush is the same every time, so it is
+    repeated rather than deflating a gigabyte.
+    """
+    zeros = bytes(MIB)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    first = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush()[:-8]            # the final block, less a trailer for 2 MiB
+    crc = 0
+    for _ in range(size // MIB):
+        crc = zlib.crc32(zeros, crc)
+    return first + again * (size // MIB - 1) + end + struct.pack("<II", crc, size % (1 << 32))
+
+
+def poll_once(url, timeout=5.0):
+    return tracker.fetch_feed(tracker.Fetcher(), tracker.Job(url, None, None, None, timeout))
+
+
+def lol_levels(count):
+    levels = '<!ENTITY lol0 "lol">'
+    for number in range(1, count + 1):
+        levels += '<!ENTITY lol%d "%s">' % (number, ("&lol%d;" % (number - 1)) * 10)
+    return levels
+
+
+def with_doctype(doctype, reference, head=u'<?xml version="1.0"?>\n'):
+    return head + doctype + (u"<rss><channel><item><title>%s</title></item></channel></rss>"
+                             % reference)
+
+
+BILLION_LAUGHS = with_doctype("<!DOCTYPE lolz [%s]>" % lol_levels(9), "&lol9;")
+XML_ATTACKS = [
+    ("billion laughs", BILLION_LAUGHS.encode()),
+    ("quadratic blowup", with_doctype('<!DOCTYPE r [<!ENTITY a "%s">]>' % ("x" * 50000),
+                                      "&a;" * 50000).encode()),
+    ("XXE file", with_doctype('<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
+                              "&x;").encode()),
+    ("XXE http", with_doctype('<!DOCTYPE r [<!ENTITY x SYSTEM "{url}/evil.dtd">]>',
+                              "&x;").encode()),
+    ("external DTD", with_doctype('<!DOCTYPE rss SYSTEM "{url}/evil.dtd">', "x").encode()),
+    ("parameter entity", with_doctype(
+        '<!DOCTYPE r [<!ENTITY % p SYSTEM "{url}/evil.dtd"> %p;]>', "x").encode()),
+    ("after comments and PIs", with_doctype("<!DOCTYPE lolz [%s]>" % lol_levels(9), "&lol9;",
+                                            u'<?xml version="1.0"?>\r\n<!-- %s -->\n<?pi x?>\n'
+                                            % ("c" * 10000)).encode()),
+    ("after a UTF-8 BOM", b"\xef\xbb\xbf" + BILLION_LAUGHS.encode()),
+    ("lower case", BILLION_LAUGHS.replace("DOCTYPE", "doctype").encode()),
+    ("UTF-16 with BOM", BILLION_LAUGHS.replace("?>", ' encoding="UTF-16"?>').encode("utf-16")),
+    ("UTF-16LE without BOM", BILLION_LAUGHS.encode("utf-16-le")),
+    ("UTF-16BE without BOM", BILLION_LAUGHS.encode("utf-16-be")),
+]
+
+
+@pytest.mark.parametrize("name, body", XML_ATTACKS, ids=[name for name, _ in XML_ATTACKS])
+def test_xml_attacks_are_refused_before_expansion(server, name, body):
+    # Defence: refuse_dtd before expat, BOM and UTF-16 included.  Without it
+    # expat expands, fetches, or at best (2.4+) stops with another error.
+    server.script.set("/attack", body.replace(b"{url}", server.url.encode()))
+    started = time.monotonic()
+    outcome = poll_once(server.url + "/attack")
+    assert outcome.error == "refused: the document declares a DTD"
+    assert time.monotonic() - started < 1.0
+    assert [path for path, _ in server.script.requests] == ["/attack"]   # nothing fetched
+
+
+@pytest.mark.parametrize("size, cap", [(MIB, 256 * 1024), (1 << 30, CAP)],
+                         ids=["1 KB to 1 MiB", "1 MB to 1 GiB"])
+def test_gzip_bomb_stops_at_the_cap(server, size, cap):
+    # Defence: gunzip() inflates at most cap + 1 bytes (deflate cannot do
+    # better than 1:1032, so a 1 KB body inflates to 1 MiB at most).
+    bomb = gzip_bomb(size)
+    assert len(bomb) < size // 1000 + 100
+    server.script.set("/bomb", bomb, headers={"Content-Encoding": "gzip"})
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(tracker.FeedError,
+                           match="answer larger than %d bytes after gzip decoding" % cap):
+            tracker.Fetcher(max_bytes=cap)(server.url + "/bomb")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 2.0
+    assert peak < 4 * cap + 2 * len(bomb)
+
+
+@pytest.mark.parametrize("length", [False, True], ids=["streamed", "with Content-Length"])
+def test_a_64_mb_answer_is_cut_off_at_the_cap(server, length):
+    # Defence: _read_body reads 64 KB at a time and stops past the cap (at
+    # once when Content-Length is over it); memory stays near the cap.
+    sent, done = [], threading.Event()
+    server.script.set("/huge", streamer(64 * MIB, sent, done, length=length))
+    tracemalloc.start()
+    try:
+        with pytest.raises(tracker.FeedError, match="answer larger than %d bytes" % CAP):
+            tracker.Fetcher()(server.url + "/huge")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done.wait(5)
+    assert peak < 3 * CAP
+    assert sent[0] < 32 * MIB
+
+
+def test_a_redirects_body_is_never_read(server):
+    # Defence: _RedirectHandler.redirect_request closes the answer first;
+    # urllib itself reads a redirect's whole body into memory, without limit.
+    sent, done = [], threading.Event()
+    server.script.set("/moved", streamer(64 * MIB, sent, done, status=302,
+                                         headers=[("Location", "/feed")]))
+    server.script.set("/feed", openai_feed(OPENAI_NO_COMPONENTS))
+    assert tracker.Fetcher()(server.url + "/moved").body == openai_feed(OPENAI_NO_COMPONENTS)
+    assert done.wait(5)
+    assert sent[0] < 32 * MIB
+
+
+def redirect_chain(script, hops, first="/f"):
+    """Make `first` redirect `hops` times, to a feed."""
+    for number in range(hops):
+        script.set(first if number == 0 else "/hop%d" % number, status=302,
+                   headers={"Location": "/hop%d" % (number + 1)})
+    script.set("/hop%d" % hops, openai_feed(OPENAI_NO_COMPONENTS))
+
+
+def test_five_redirects_are_followed_and_a_sixth_is_not(server):
+    # Defence: _RedirectHandler.max_redirections (MAX_REDIRECTS = 5).
+    redirect_chain(server.script, 5, "/five")
+    assert poll_once(server.url + "/five").error is None
+    redirect_chain(server.script, 6, "/six")
+    assert poll_once(server.url + "/six").error == "more than 5 redirects, or a redirect loop"
+
+
+def test_dead_servers_cost_one_request_at_most_the_timeout(server, raw_server):
+    # Defence: the whole-request deadline: _DeadlineSocket for every read,
+    # _DeadlineTLS for the handshake.  Each server here sends a byte before a
+    # per-read timeout could fire, or accepts and says nothing.
+    silent = listening_silently()
+    server.script.set("/drip-head", dripper(b"HTTP/1.1 200 OK\r\nX-Slow: "))
+    server.script.set("/drip-body", dripper(b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n"))
+    urls = {"drip-head": server.url + "/drip-head", "drip-body": server.url + "/drip-body",
+            "silent": "http://127.0.0.1:%d/" % silent.getsockname()[1],
+            "tls-drip": "https://127.0.0.1:%d/" % raw_server(tls_dripper)}
+    timeout, results = 0.5, {}
+
+    def fetch(name):
+        started = time.monotonic()
+        try:
+            tracker.Fetcher()(urls[name], timeout=timeout)
+            results[name] = ("answered", 0.0)
+        except tracker.FeedError as exc:
+            results[name] = (str(exc), time.monotonic() - started)
+    threads = [threading.Thread(target=fetch, args=(name,)) for name in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    silent.close()
+    assert sorted(results) == sorted(urls)
+    for name, (reason, seconds) in results.items():
+        assert reason == "timed out" and timeout - 0.05 < seconds < timeout + 0.4, (name, reason, seconds)
+
+
+def test_healthy_feed_keeps_its_schedule_while_dead_ones_time_out(server):
+    # Defence: the deadline, and a worker per feed with one request per feed
+    # at a time: a dead server holds its own worker only, for --timeout.
+    polls, silent = [], listening_silently()
+
+    def healthy(handler):
+        polls.append(time.monotonic())
+        reply(handler, openai_feed(OPENAI_NO_COMPONENTS))
+    server.script.set("/ok", healthy)
+    server.script.set("/drip", dripper(b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n"))
+    dead = [tracker.Provider(server.url + "/drip", "Drip"),
+            tracker.Provider("http://127.0.0.1:%d/" % silent.getsockname()[1], "Silent")]
+    started = time.monotonic()
+    lines, logs, poller = run_tracker(
+        dead + [tracker.Provider(server.url + "/ok", "Healthy")],
+        tracker.Config(interval=0.05, timeout=0.4, workers=3),
+        lambda lines, logs: time.monotonic() - started > 1.0)
+    silent.close()
+    gaps = [later - earlier for earlier, later in zip(polls, polls[1:])]
+    assert len(polls) >= 12 and max(gaps) < 0.05 + 0.15, gaps
+    assert sorted(logs) == ["%s (%s) is failing: timed out; retrying with backoff"
+                            % (p.name, p.url) for p in dead]
+    assert lines == []
+
+
+FAULTS = [   # (id, route of /f or URL, the reason logged)
+    ("500", dict(body=b"oops", status=500), "HTTP 500 Internal Server Error"),
+    ("503", dict(body=b"busy", status=503), "HTTP 503 Service Unavailable"),
+    ("404", dict(status=404), "HTTP 404 Not Found"),
+    ("410", dict(status=410), "HTTP 410 Gone"),
+    ("reset", dict(body=lambda h: (setattr(h, "close_connection", True), h.connection.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)), h.connection.close())),
+     "connection reset"),
+    ("hang up", dict(body=lambda h: setattr(h, "close_connection", True)),
+     "connection closed without an answer"),
+    ("redirect loop", dict(status=302, headers={"Location": "/f"}),
+     "more than 5 redirects, or a redirect loop"),
+    ("6 redirects", lambda script: redirect_chain(script, 6),
+     "more than 5 redirects, or a redirect loop"),
+    ("redirect to ftp", dict(status=301, headers={"Location": "ftp://127.0.0.1:1/feed"}),
+     "redirect to a non-HTTP URL refused (ftp)"),
+    ("304 unasked", dict(status=304), "304 Not Modified to a request that asked for none"),
+    ("HTML", dict(body=b"<!doctype html>\n<html><body>Bad gateway</body></html>"),
+     "got an HTML page, not a feed"),
+    ("empty", dict(body=b""), "empty body"),
+    ("truncated XML", dict(body=openai_feed(OPENAI_RESOLVED)[:-300]),
+     "not well-formed XML: "),
+    ("cut short", dict(body=lambda h: (setattr(h, "close_connection", True), h.send_response(200),
+                                       h.send_header("Content-Length", "1000"), h.end_headers(),
+                                       h.wfile.write(b"<rss>" * 100))),
+     "answer cut short: 500 bytes missing"),
+    ("gzip cut short", dict(body=gzip.compress(openai_feed(OPENAI_RESOLVED))[:-20],
+                            headers={"Content-Encoding": "gzip"}), "gzip data cut short"),
+    ("unknown charset", dict(body=b'<?xml version="1.0" encoding="x-klingon"?><rss/>'),
+     "cannot read its declared encoding: unknown encoding: x-klingon"),
+    ("DTD", dict(body=BILLION_LAUGHS.encode()), "refused: the document declares a DTD"),
+    ("not a feed", dict(body=b'<?xml version="1.0"?><opml version="2.0"/>'),
+     "not an Atom or RSS feed (root element <opml>)"),
+    ("brotli", dict(body=b"x", headers={"Content-Encoding": "br"}),
+     "unsupported Content-Encoding 'br'"),
+]
+
+
+def run_faulty(url, fix=None, good=None):
+    """Poll `url` (beside the healthy `good`) until it failed 3 times, fix(),
+    poll it 3 times more; return the tracker's logs, checked for hygiene."""
+    fetcher, polls, fixed = tracker.Fetcher(), [], []
+
+    def fetch(*args):
+        try:
+            return fetcher(*args)
+        finally:
+            polls.append(args[0])
+    fetch.stop = fetcher.stop
+
+    def until(lines, logs):
+        if polls.count(url) >= 3 and fix and not fixed:
+            fixed.append(fix())
+        return polls.count(url) >= 6 and (good is None or polls.count(good) >= 3)
+
+    providers = [tracker.Provider(url, "F")] + ([tracker.Provider(good, "Good")] if good else [])
+    lines, logs, _ = run_tracker(providers, tracker.Config(interval=0.02, timeout=2.0),
+                                 until, fetch=fetch)
+    assert lines == [] and not any(UNPRINTABLE.search(line) for line in logs)
+    return logs
+
+
+def failing_then_recovered(url, reason, logs):
+    assert len(logs) == 2, logs
+    assert logs[0].startswith("F (%s) is failing: %s" % (url, reason)), logs
+    assert logs[0].endswith("; retrying with backoff")
+    assert re.match(r"F \(%s\) recovered after [3-9] failed polls$" % re.escape(url), logs[1])
+
+
+@pytest.mark.parametrize("fault, reason", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_a_fault_is_logged_once_when_it_starts_and_once_when_it_ends(
+        server, monkeypatch, fault, reason):
+    # Defence: Tracker._failed/_recovered log once each; the fetcher and the
+    # parser give the reason in one line.  Other feeds go on meanwhile.
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    if callable(fault):
+        fault(server.script)
+    else:
+        server.script.set("/f", **fault)
+    server.script.set("/good", openai_feed(OPENAI_NO_COMPONENTS))
+    logs = run_faulty(server.url + "/f", good=server.url + "/good",
+                      fix=lambda: server.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS)))
+    failing_then_recovered(server.url + "/f", reason, logs)
+
+
+def test_connection_refused_then_back_is_logged_once_each(monkeypatch):
+    # Defence: as above, for a server that is not there at all, then is.
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    revived = []
+
+    def revive():
+        httpd = Server(("127.0.0.1", port), Handler)
+        httpd.script = Script()
+        httpd.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS))
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.daemon = True
+        thread.start()
+        revived.append(httpd)
+    url = "http://127.0.0.1:%d/f" % port
+    try:
+        logs = run_faulty(url, fix=revive)
+    finally:
+        for httpd in revived:
+            httpd.shutdown()
+            httpd.server_close()
+    failing_then_recovered(url, "connection refused", logs)
+
+
+def answer_plain_http(sock):
+    sock.recv(4096)
+    sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://status.example.invalid/feed", "DNS lookup failed: "),   # RFC 6761: never resolves
+    ("https://127.0.0.1:{port}/feed", "TLS error: "),               # plain HTTP answers TLS
+], ids=["DNS", "TLS"])
+def test_dns_and_tls_failures_are_logged_once(raw_server, monkeypatch, url, reason):
+    # Defence: _describe names them; Tracker._failed logs once, not each poll.
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    url = url.replace("{port}", str(raw_server(answer_plain_http)))
+    logs = run_faulty(url)
+    assert len(logs) == 1 and logs[0].startswith("F (%s) is failing: %s" % (url, reason)), logs
+
+
+def test_backoff_is_exponential_jittered_capped_and_never_gives_up():
+    # Defence: backoff_delay.  The cap holds after the jitter (it was 1.2 h).
+    for failures in range(1, 60):
+        nominal = 60.0 * 2 ** min(failures - 1, 30)
+        low = tracker.backoff_delay(failures, 60.0, rand=lambda: 0.0)
+        high = tracker.backoff_delay(failures, 60.0, rand=lambda: 0.999999)
+        assert low == max(60.0, min(0.8 * nominal, tracker.BACKOFF_CAP))
+        assert high == pytest.approx(max(60.0, min(1.2 * nominal, tracker.BACKOFF_CAP)), rel=1e-5)
+    assert tracker.backoff_delay(10 ** 9, 60.0) <= tracker.BACKOFF_CAP   # still retried
+    assert tracker.backoff_delay(1, 60.0, 7 * 86400.0) == tracker.RETRY_AFTER_CAP
+    assert tracker.backoff_delay(4, 60.0, 5.0, rand=lambda: 0.5) == 480.0
+
+
+def test_the_tracker_backs_off_and_counts_afresh_after_a_success():
+    # Defence: Tracker._failed counts failures into backoff_delay, and
+    # _recovered resets them.  A fake clock: no waiting.
+    now, url = [1000.0], "http://feed.invalid/x"
+    poller = tracker.Tracker([tracker.Provider(url, "F")], tracker.Config(interval=10.0),
+                             fetch=lambda *args: None, clock=lambda: now[0])
+    feed = poller.feeds[url]
+
+    def poll(error):
+        now[0] = feed.due
+        feed.busy = True
+        poller._apply(tracker.Outcome(url, 500 if error else 200, None, None, None, None,
+                                      error, None, 0, 0.0))
+        return feed.due - now[0]
+    waits = [poll("HTTP 500") for _ in range(4)] + [poll(None), poll("HTTP 500")]
+    poller._wakeup.close()
+    for wait, nominal in zip(waits[:4], (10, 20, 40, 80)):
+        assert max(10, 0.8 * nominal) <= wait <= 1.2 * nominal
+    assert waits[4] == 10.0 and 10 <= waits[5] <= 12
+
+
+def http_date(offset):
+    return email.utils.formatdate(time.time() + offset, usegmt=True)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("120", 120.0), ("date+120", 120.0), ("date+864000", tracker.RETRY_AFTER_CAP),
+    ("date-60", 0.0), ("99999999999999999999", tracker.RETRY_AFTER_CAP),
+    ("soon", None), ("-5", None), ("\xb2", None), ("1e3", None), ("", None),
+])
+def test_retry_after_seconds_or_http_date_capped(server, value, expected):
+    # Defence: parse_retry_after, ASCII digits only ("\xb2".isdigit() is True
+    # and float() of it raised out of the fetcher).
+    if value.startswith("date"):
+        value = http_date(int(value[4:]))
+    server.script.set("/busy", b"", status=429, headers={"Retry-After": value})
+    with pytest.raises(tracker.FeedError, match="HTTP 429") as raised:
+        tracker.Fetcher()(server.url + "/busy")
+    if expected is None:
+        assert raised.value.retry_after is None
+    else:
+        assert raised.value.retry_after == pytest.approx(expected, abs=2.0)
+
+
+FORGED = "bad\n[2026-01-01 00:00:00] Product: X\r\nStatus: Resolved - fine"
+NASTY = FORGED + u"\x85\x9b2J\u2028\u2029\u202eright-to-left&#13;&#10;&#x9b;&#27;[31m."
+
+
+def test_feed_text_cannot_forge_lines_or_escapes_in_stdout_logs_or_json(server, tmp_path, capsys):
+    # Defence: clean_text/html_to_text on every string from a feed or a server
+    # (status reason too), and on every log line.  Raw ESC is not legal XML:
+    # it can come only through HTTP, and does, in the reason phrase.
+    entry = openai_entry("X\x85Y", u"t\x9bitle\u2028two\x85three", "2026-09-14T03:57:19Z",
+                         "Investigating", NASTY, [u"Comp\x85[2026-01-01 00:00:00] Product: Y"])
+    server.script.set("/evil", openai_feed(entry))
+    server.script.set("/down", lambda h: reply(h, status=500,
+                                               reason="\x1b]0;pwned\x07Oops\x1b[2J\x9b31m"))
+    providers = write(tmp_path, "p.txt", u"%s/evil \x1b[31mEvil\x1b[0m\n%s/down Down\n"
+                      % (server.url, server.url))
+    assert tracker.main(["--once", "-v", "--providers", providers]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 3 and len(out.splitlines()) == 3 and not UNPRINTABLE.search(out)
+    head, status, incident = out.splitlines()
+    assert head == "[2026-09-14 03:57:19] Product: Evil - Comp [2026-01-01 00:00:00] Product: Y"
+    assert status.startswith("Status: Investigating - bad [2026-01-01 00:00:00] Product: X "
+                             "Status: Resolved - fine")
+    assert incident == "Incident: t itle two three (https://status.openai.com//incidents/X Y)"
+    assert len(err.splitlines()) == err.count("\n") and not UNPRINTABLE.search(err)
+    assert [line for line in err.splitlines() if "is failing" in line] == [
+        "Down (%s/down) is failing: HTTP 500 Oops 31m; retrying with backoff" % server.url]
+    assert tracker.main(["--once", "--json", "--providers", providers]) == 1
+    out = capsys.readouterr()[0]
+    assert out.count("\n") == 1 and len(out.splitlines()) == 1 and not UNPRINTABLE.search(out)
+    event = json.loads(out)
+    assert event["message"].startswith("bad [2026-01-01 00:00:00] Product: X Status: Resolved")
+    assert event["provider"] == "Evil" and event["id"] == event["link"]
+
+
+ODD_RSS = (u"\ufeff" + u"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"
+     xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:x="urn:example:extension">
+  <channel><title><![CDATA[Odd]]></title><x:item>not an entry</x:item>
+    <item>
+      <media:title>A thumbnail's caption</media:title>
+      <title>It&apos;s down &#8212; again&#x21;</title>
+      <guid isPermaLink="false"><![CDATA[ urn:odd:1 ]]></guid>
+      <dc:date><![CDATA[2026-03-02T10:00:00Z]]></dc:date>
+      <description><![CDATA[<p>Resolved - It&apos;s fine&#8217;&amp;&#x2014;</p>]]></description>
+      <x:item><x:title>nested, not an entry</x:title></x:item>
+    </item>
+    <item><title><![CDATA[No id, no date]]></title><link><![CDATA[https://x.test/2]]></link></item>
+    <item><title>No id, no link, no date</title></item>
+  </channel>
+</rss>
+""").replace(u"\n", u"\r\n").encode("utf-8")
+
+
+def test_odd_but_legal_rss_reads_as_meant():
+    # Defences: _children prefers the item's own <title> to <media:title>;
+    # items are rss/channel/item, not any <x:item>.  The rest (BOM, CRLF,
+    # CDATA, &apos; and numeric entities, missing ids and dates) must simply work.
+    first, second, third = tracker.parse_feed(ODD_RSS)
+    assert (first.id, first.title) == ("urn:odd:1", u"It's down \u2014 again!")
+    assert first.updates == (tracker.Update(at("2026-03-02 10:00"), "Resolved",
+                                            u"It's fine\u2019&\u2014"),)
+    assert (second.id, second.link, second.updates[0].time) == ("https://x.test/2",) * 2 + (None,)
+    assert third.id.startswith("sha1:") and third.updates[0].message == "No id, no link, no date"
+    event = tracker.diff_entries({}, [third], history=1, provider="P")[0][0]
+    assert tracker.format_event(event).startswith("[no date] Product: P\n")
+
+
+def test_odd_but_legal_atom_extension_does_not_shadow_the_entry():
+    # Defence: _children (own namespace first) and entries of the feed's own namespace.
+    feed = b"""<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"
+      xmlns:ext="urn:example:ext"><ext:entry><ext:id>no</ext:id></ext:entry>
+      <entry><ext:title>Shadow</ext:title><ext:id>shadow</ext:id><title>Real</title>
+      <id>urn:real</id><updated>2026-03-02T10:00:00Z</updated><summary>Text</summary></entry></feed>"""
+    (entry,) = tracker.parse_feed(feed)
+    assert (entry.id, entry.title) == ("urn:real", "Real")
+
+
+@pytest.mark.parametrize("declaration, raw, text", [
+    (b'<?xml version="1.0" encoding="ISO-8859-1"?>', b"Caf\xe9", u"Caf\xe9"),
+    (b'<?xml version="1.0" encoding="windows-1252"?>', b"\x93Caf\xe9\x94", u"\u201cCaf\xe9\u201d"),
+    # wrong: UTF-8 declared or implied, Windows-1252 bytes (read as such)
+    (b'<?xml version="1.0" encoding="utf-8"?>', b"\x93Caf\xe9\x94", u"\u201cCaf\xe9\u201d"),
+    (b"", b"Caf\xe9 \xc3\xa9", u"Caf\xe9 \xe9"),
+])
+def test_declared_and_misdeclared_charsets(declaration, raw, text):
+    # Defence (the last two): recode_misdeclared; expat stopped at the first such byte.
+    body = declaration + b"<rss><channel><item><title>" + raw + b"</title></item></channel></rss>"
+    assert tracker.parse_feed(body)[0].title == text
+
+
+def test_duplicate_ids_and_out_of_order_entries_print_once_oldest_first(server):
+    # Odd but legal: the first of two entries with one id counts; events come
+    # oldest first, an undated one before them.
+    server.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS))
+    late = openai_entry("B", "b", "2026-09-15T10:00:00Z", "Investigating", "late")
+    early = openai_entry("A", "a", "2026-09-15T09:00:00Z", "Investigating", "early")
+    again = openai_entry("B", "b again", "2026-09-15T11:00:00Z", "Investigating", "dup")
+    undated = openai_entry("C", "c", "", "Investigating", "undated")
+    changed = []
+
+    def until(lines, logs):
+        if len(server.script.requests) >= 2 and not changed:
+            server.script.set("/f", openai_feed(late, OPENAI_NO_COMPONENTS, early, again, undated))
+            changed.append(len(server.script.requests))
+        return changed and len(server.script.requests) >= changed[0] + 4
+
+    lines, logs, _ = run_tracker([tracker.Provider(server.url + "/f", "P")],
+                                 tracker.Config(interval=0.02), until)
+    assert [line.splitlines()[1] for line in lines] == [
+        "Status: Investigating - undated", "Status: Investigating - early",
+        "Status: Investigating - late"]
+    assert logs == []
+
+
+def test_thousands_of_entries_parse_and_diff_quickly():
+    # Odd but legal; MAX_ELEMENTS must leave room for it.
+    items = "".join(rss_item("Incident %d" % n, "urn:n:%d" % n, "Mon, 02 Mar 2026 10:00:00 GMT",
+                             "Resolved - fixed.") for n in range(5000))
+    started = time.monotonic()
+    entries = tracker.parse_feed(rss_feed(items))
+    events, marks = tracker.diff_entries({}, entries, True)
+    assert len(entries) == len(marks) == 5000 and events == []
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_feed_of_too_many_elements_is_refused_quickly():
+    # Defence: _parse_bounded stops at MAX_ELEMENTS.  4 MB of <item/> built a
+    # 250 MB tree and took 8 s to turn into half a million entries.
+    body = b"<rss><channel>" + b"<item/>" * 500000 + b"</channel></rss>"
+    started = time.monotonic()
+    with pytest.raises(tracker.FeedError, match="more than 100000 XML elements; refused"):
+        tracker.parse_feed(body)
+    assert time.monotonic() - started < 2.0
+
+
+HOSTILE_MARKUP = r'''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from xml.sax.saxutils import escape
+import openai_status_tracker as tracker
+N = 256 * 1024
+SHAPES = [
+    "<" * N, "<small>" * (N // 7), "<small>x</small>" * (N // 16),
+    "<small>a</small><strong>" * (N // 24), "<b>Status:" * (N // 10),
+    "<b>Status: x</b><b>Affected components</b>" + "<li>" * (N // 4),
+    "<li" * (N // 3), "<script" * (N // 7), "<!--" * (N // 4), "<br" * (N // 3),
+    "Affected products: A" + " " * N + "B", "<small>" + "a" * N + "</small><strong>R</strong>",
+    "&#" + "9" * (4 * N) + ";", "&#x" + "f" * (4 * N) + ";",
+]
+for shape in SHAPES:
+    body = ('<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>x</id><updated>%s</updated>'
+            '<content type="html">%s</content></entry></feed>'
+            % ("Mon, %s Jan 2026 10:00:00 GMT" % ("9" * 4 * N), escape(shape)))
+    started = time.monotonic()
+    tracker.parse_feed(body.encode())
+    print("%.3f %s" % (time.monotonic() - started, shape[:12]))
+'''
+
+
+def test_hostile_markup_is_parsed_in_linear_time():
+    # Defence: the linear patterns (_TAG, _STATUSPAGE_BLOCK, _LIST_ITEM, ...),
+    # unescape() and parse_date's length check.  re holds the GIL, so one
+    # quadratic match on a 4 MB entry froze every feed for hours.  In a
+    # subprocess, so that a regression fails by timeout, not by hanging.
+    result = subprocess.run([sys.executable, "-c", HOSTILE_MARKUP, HERE], timeout=60,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    assert result.returncode == 0, result.stderr
+    seconds = [float(line.split()[0]) for line in result.stdout.splitlines()]
+    assert len(seconds) == 14 and max(seconds) < 2.0, result.stdout
+
+
+def write_bytes(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: str(tmp), "cannot read: Is a directory"),
+    (lambda tmp: write(tmp, "p.txt", ""), "no feeds listed"),
+    (lambda tmp: write(tmp, "p.txt", "# only comments\n\n"), "no feeds listed"),
+    (lambda tmp: write(tmp, "p.txt", "gopher://x.test/feed\n"), "only http and https"),
+    (lambda tmp: write(tmp, "p.txt", "status.example.com/feed\n"), "only http and https"),
+    (lambda tmp: write_bytes(tmp, "p.txt", b"https://x.test/\xff\xfe\n"), "not UTF-8 text"),
+], ids=["unreadable", "empty", "comments only", "gopher", "no scheme", "not UTF-8"])
+def test_a_bad_providers_file_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, make, message):
+    # Defence: load_providers/parse_providers raise ConfigError; main() prints it.
+    assert tracker.main(["--once", "--providers", make(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads a file whatever its mode")
+def test_an_unreadable_providers_file_is_one_line_and_exit_2(tmp_path, capsys):
+    path = write(tmp_path, "p.txt", "https://x.test/feed\n")
+    os.chmod(path, 0)
+    assert tracker.main(["--providers", path]) == 2
+    assert capsys.readouterr()[1] == "error: %s: cannot read: Permission denied\n" % path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--providers", "{dir}"], "cannot read: Is a directory"),
+    (["--providers", "{empty}"], "no feeds listed"),
+    (["--interval", "0"], "must be greater than 0, not 0"),
+    (["--interval", "-5"], "must be greater than 0, not -5"),
+    (["--timeout", "0"], "must be greater than 0, not 0"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+])
+def test_bad_configuration_exits_2_with_the_reason_and_no_traceback(tmp_path, args, message):
+    # Defence: main() turns ConfigError into "error: ..." and exit 2; argparse
+    # exits 2 with usage and the reason on its last line.
+    empty = write(tmp_path, "empty.txt", "")
+    args = [a.replace("{dir}", str(tmp_path)).replace("{empty}", empty) for a in args]
+    result = subprocess.run([sys.executable, SCRIPT] + args, timeout=30,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.splitlines()[-1]
+    if args[0] == "--providers":
+        assert result.stderr.count("\n") == 1
+
+
+def test_verbose_logs_the_expat_version(server, tmp_path, capsys):
+    server.script.set("/oa", openai_feed(OPENAI_NO_COMPONENTS))
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    assert tracker.main(["--once", "-v", "--providers", providers]) == 0
+    assert "expat %s\n" % xml.parsers.expat.EXPAT_VERSION in capsys.readouterr()[1]
+
+
 # ---------------------------------------------------------------- the real captured feeds
 
 @pytest.mark.parametrize("name, count", [
@@ -874,7 +1597,7 @@ def test_a_state_file_from_an_older_tracker_keeps_working(server, tmp_path, caps
     # the first format: no "version", no validators, no digest, no backoff counters
     server.script.set("/gh", github_feed(GITHUB_OPEN))
     entries = tracker.parse_feed(github_feed(GITHUB_OPEN[1:]))
-    seen = {e.id: list(tracker.mark_of(e)) for e in entries}
+    seen = {"%016x" % tracker.entry_key(e.id): tracker.mark_of(e).pack() for e in entries}
     state = write(tmp_path, "state.json", json.dumps(
         {"feeds": {server.url + "/gh": {"seen": seen}}}))
     providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
@@ -884,7 +1607,7 @@ def test_a_state_file_from_an_older_tracker_keeps_working(server, tmp_path, caps
 
 def test_a_crash_while_writing_the_state_leaves_the_old_file(tmp_path, monkeypatch):
     path = str(tmp_path / "state.json")
-    old = {"version": 1, "feeds": {"http://x.test/feed": {"seen": {"a": ["t", 1, 2]}}}}
+    old = {"version": 1, "feeds": {"http://x.test/feed": {"seen": {"00000000000000a1": 2}}}}
     tracker.write_atomically(path, json.dumps(old).encode())
 
     def crash(descriptor):
@@ -1005,12 +1728,13 @@ def test_entries_that_leave_and_come_back_are_not_new_until_the_grace_ends():
     feed = tracker.Feed(tracker.Provider("http://x.test/feed", "X"))
     both = tracker.parse_feed(openai_feed(OPENAI_RESOLVED, OPENAI_NO_COMPONENTS))
     marks = tracker.diff_entries({}, both, first=True)[1]
+    kept = tracker.entry_key(both[0].id)
     feed.remember(marks, now=0.0)
-    feed.remember({both[0].id: marks[both[0].id]}, now=10.0)     # the second one left
+    feed.remember({kept: marks[kept]}, now=10.0)                 # the second one left
     assert tracker.diff_entries(feed.seen, both)[0] == []        # and came back: not new
-    feed.remember({both[0].id: marks[both[0].id]}, now=20.0)
-    feed.remember({both[0].id: marks[both[0].id]}, now=20.0 + tracker.GONE_GRACE + 11)
-    assert list(feed.seen) == [both[0].id] and feed.gone == {}
+    feed.remember({kept: marks[kept]}, now=20.0)
+    feed.remember({kept: marks[kept]}, now=20.0 + tracker.GONE_GRACE + 11)
+    assert list(feed.seen) == [kept] and feed.gone == {}
 
 
 def test_a_state_file_that_cannot_be_written_is_reported_once(tmp_path):
