@@ -565,6 +565,23 @@ def proc_status(pid, key):
     return None
 
 
+def tracker_version(path):
+    """Return "<git commit>[+modified] sha256:<12 hex>" of the tracker file measured."""
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()[:12]
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        commit = subprocess.check_output(["git", "-C", folder, "log", "-1", "--format=%h"],
+                                         stderr=subprocess.DEVNULL, universal_newlines=True,
+                                         timeout=10).strip()
+        dirty = subprocess.call(["git", "-C", folder, "diff", "--quiet", "HEAD", "--",
+                                 os.path.basename(path)], stderr=subprocess.DEVNULL, timeout=10)
+        commit += "+modified" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "no git"
+    return "%s sha256:%s" % (commit, digest)
+
+
 def baseline_rss(python, tracker_path):
     """VmHWM (kB) of a python that imported the tracker and watches nothing."""
     code = ("import sys; sys.path.insert(0, %r); import openai_status_tracker; "
@@ -733,6 +750,7 @@ def run_bench(args):
     with os.fdopen(handle, "w") as out:
         out.writelines("%s %s\n" % pair for pair in urls)
     baseline = baseline_rss(sys.executable, args.tracker)
+    version = tracker_version(args.tracker)
     tracker = None
     try:
         started = time.monotonic()
@@ -841,6 +859,7 @@ def summarise(args, v):
         "openai_share": args.openai_share, "gzip": not args.no_gzip,
         "workers": args.workers or "default", "source": report["source"],
         "command": v["tracker"].command, "threads": v["threads"],
+        "tracker_version": v["version"],
         "elapsed": v["elapsed"], "first_round": v["first_round"],
         "polls_total": counters["requests"], "polls_per_s_total": counters["requests"] / v["elapsed"],
         "polls_per_s_quiet": polls_quiet / quiet_seconds, "quiet_seconds": quiet_seconds,
@@ -888,7 +907,7 @@ def print_summary(f):
         "gzip %s; bodies: %s; %s" % (f["feeds"], 100 * f["openai_share"], f["interval"], f["mode"],
                                      f["workers"], "on" if f["gzip"] else "off", f["source"],
                                      f["machine"]),
-        "tracker: %s" % " ".join(f["command"]),
+        "tracker: %s (%s)" % (" ".join(f["command"]), f["tracker_version"]),
         "run: %.1fs, first round %.1fs, %d polls (%.1f/s overall, %.1f/s in the quiet window "
         "of %.0fs), tracker threads %s" % (
             f["elapsed"], f["first_round"], f["polls_total"], f["polls_per_s_total"],

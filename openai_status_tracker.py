@@ -79,6 +79,15 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import NamedTuple, Optional, Tuple
 
+try:
+    import ssl
+except ImportError:   # a Python built without OpenSSL: http feeds only
+    ssl = None
+try:
+    import resource
+except ImportError:   # not on Windows: no file descriptor limit to raise
+    resource = None
+
 
 # ---------------------------------------------------------------- constants
 
@@ -94,10 +103,12 @@ DEFAULT_TIMEOUT = 20.0           # whole deadline of one request, seconds
 MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
+MAX_IDLE_CONNECTIONS = 4096      # kept-alive connections, one per directly reached feed
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
+LAUNCH_QUANTUM = 0.05            # polls due this soon start together (fewer wake-ups)
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
 STATE_VERSION = 1                # format of the --state file
 STATE_SAVE_INTERVAL = 60.0       # seconds: save quiet changes (validators, ...) this often
@@ -285,8 +296,9 @@ class FeedError(TrackerError):
 
 def clean_text(text, limit=None):
     """Return text on one line: no control characters, whitespace collapsed."""
-    text = _ESCAPE.sub("", text)
-    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    if not text.isprintable():   # the rare case: isprintable() is false for all we remove
+        text = _ESCAPE.sub("", text)
+        text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         text = text[:limit - 1].rstrip() + "\u2026"
@@ -295,8 +307,12 @@ def clean_text(text, limit=None):
 
 def html_to_text(markup, limit=None):
     """Return the plain text of an HTML fragment: tags gone, entities decoded."""
-    markup = _BREAKING_TAG.sub(" ", _DROPPED_HTML.sub(" ", markup))
-    return clean_text(unescape(_TAG.sub("", markup)), limit)
+    if "<" in markup:
+        markup = _BREAKING_TAG.sub(" ", _DROPPED_HTML.sub(" ", markup))
+        markup = _TAG.sub("", markup)
+    if "&" in markup:
+        markup = unescape(markup)
+    return clean_text(markup, limit)
 
 
 def unescape(markup):
@@ -656,7 +672,7 @@ def body_digest(body):
     """
     match = _ENTRIES_START.search(body)
     start = match.start() if match else 0
-    return hashlib.blake2b(memoryview(body)[start:], digest_size=16).digest()
+    return hashlib.sha256(memoryview(body)[start:]).digest()   # faster than blake2b with SHA-NI
 
 
 # ---------------------------------------------------------------- deciding what to print
@@ -853,6 +869,32 @@ def default_providers_path():
 _request = threading.local()   # the deadline and stop flag of this thread's request
 
 
+def _remaining():
+    """Return the seconds left to this thread's request; raise socket.timeout if none."""
+    deadline, stop = _request.limits
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or stop.is_set():
+        raise socket.timeout("deadline passed")
+    return remaining
+
+
+def _connect_by_deadline(address, timeout, source_address=None):
+    """socket.create_connection, the socket left to time out at the request's deadline.
+
+    So sending, and the TLS handshake (whose timeout is a total since Python
+    3.5), end by the deadline too, not --timeout after the connect.
+    """
+    if getattr(_request, "limits", None) is None:
+        return socket.create_connection(address, timeout, source_address)
+    sock = socket.create_connection(address, min(timeout, _remaining()), source_address)
+    try:
+        sock.settimeout(_remaining())
+    except socket.timeout:
+        sock.close()
+        raise
+    return sock
+
+
 class _DeadlineSocket(object):
     """Wrap a connected socket so that every read honours one whole deadline.
 
@@ -899,65 +941,23 @@ class _DeadlineResponse(http.client.HTTPResponse):
 class _DeadlineHTTPConnection(http.client.HTTPConnection):
     response_class = _DeadlineResponse
 
+    def connect(self):
+        self._create_connection = _connect_by_deadline
+        http.client.HTTPConnection.connect(self)
+
 
 class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req):
         return self.do_open(_DeadlineHTTPConnection, req)
 
 
-def _remaining():
-    """Return the seconds left to this thread's request; raise socket.timeout if none."""
-    deadline, stop = _request.limits
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 or stop.is_set():
-        raise socket.timeout("deadline passed")
-    return remaining
-
-
-class _DeadlineTLS(object):
-    """An SSLContext whose handshakes, too, end by the request's deadline.
-
-    The handshake reads in C, out of _DeadlineSocket's reach: a server that
-    trickles its certificate a byte at a time would hold a worker for ever.
-    """
-
-    def __init__(self, context):
-        self._context = context
-
-    def __getattr__(self, name):
-        return getattr(self._context, name)
-
-    def wrap_socket(self, sock, *args, **kwargs):
-        timeout = sock.gettimeout()
-        kwargs["do_handshake_on_connect"] = False
-        tls = self._context.wrap_socket(sock, *args, **kwargs)
-        try:
-            self._handshake(tls)
-        except BaseException:
-            tls.close()
-            raise
-        tls.settimeout(timeout)
-        return tls
-
-    @staticmethod
-    def _handshake(tls):
-        if getattr(_request, "limits", None) is None:
-            return tls.do_handshake()
-        while True:
-            tls.settimeout(min(_remaining(), READ_SLICE))
-            try:
-                return tls.do_handshake()
-            except socket.timeout:   # a slice ended; the handshake can go on
-                continue
-
-
 if hasattr(http.client, "HTTPSConnection"):   # Python built without ssl has neither
     class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
         response_class = _DeadlineResponse
 
-        def __init__(self, *args, **kwargs):
-            http.client.HTTPSConnection.__init__(self, *args, **kwargs)
-            self._context = _DeadlineTLS(self._context)
+        def connect(self):
+            self._create_connection = _connect_by_deadline
+            http.client.HTTPSConnection.connect(self)
 
     class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
         def do_open(self, http_class, req, **kwargs):
@@ -979,7 +979,8 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         fp.close()
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):   # urllib would follow ftp:// too
-            raise FeedError("redirect to a non-HTTP URL refused (%s)" % clean_text(scheme, 20), code)
+            raise FeedError("redirect to a non-HTTP URL refused (%s)"
+                            % clean_text(scheme, 20), code)
         return urllib.request.HTTPRedirectHandler.redirect_request(
             self, req, fp, code, msg, headers, newurl)
 
@@ -1052,12 +1053,23 @@ def gunzip(data, limit):
 
 
 class Fetcher(object):
-    """Conditional GET over urllib: the only code that talks to the network."""
+    """Conditional GET: the only code that talks to the network.
 
-    def __init__(self, user_agent=USER_AGENT, max_bytes=MAX_BODY_BYTES):
-        self.user_agent, self.max_bytes = user_agent, max_bytes
-        self.stop = threading.Event()
+    A feed reached directly keeps its connection open between polls
+    (http.client, HTTP/1.1 keep-alive): a poll then costs one round trip and
+    no TLS handshake.  Redirects, proxies and the rest go through urllib,
+    which does them all; both verify TLS the same way and share the
+    deadline and the body limits.
+    """
+
+    def __init__(self, user_agent=USER_AGENT, max_bytes=MAX_BODY_BYTES,
+                 max_idle=MAX_IDLE_CONNECTIONS):
+        self.user_agent, self.max_bytes, self.max_idle = user_agent, max_bytes, max_idle
+        self.stopping = threading.Event()
         self._opener = urllib.request.build_opener(_RedirectHandler, *_HANDLERS)
+        self._proxies = urllib.request.getproxies()
+        self._idle = {}   # url -> its open connection; a feed is never polled twice at once
+        self._tls = None
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
         """Return a Response; raise FeedError with a one-line reason."""
@@ -1068,8 +1080,12 @@ class Fetcher(object):
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        _request.limits = (time.monotonic() + timeout, self.stop)
+        _request.limits = (time.monotonic() + timeout, self.stopping)
         try:
+            if self.max_idle and not self._proxied(url):
+                answer = self._get_direct(url, headers, timeout)
+                if answer is not None:
+                    return answer
             return self._get(urllib.request.Request(url, headers=headers),
                              timeout, bool(etag or last_modified))
         except urllib.error.HTTPError as exc:
@@ -1087,6 +1103,73 @@ class Fetcher(object):
         with self._opener.open(request, timeout=timeout) as answer:
             body = _read_body(answer, self.max_bytes)
             headers = answer.headers
+        return self._decoded(body, headers)
+
+    def _proxied(self, url):
+        scheme, host = url.split(":", 1)[0].lower(), urllib.parse.urlsplit(url).hostname
+        return scheme in self._proxies and not urllib.request.proxy_bypass(host or "")
+
+    def _get_direct(self, url, headers, timeout):
+        """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
+        connection = self._idle.pop(url, None)
+        if connection is not None and _closed_by_peer(connection):
+            connection.close()
+            connection = None
+        try:
+            answer = self._exchange(connection or self._connect(url, timeout), url, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if connection is None:
+                raise
+            # the server closed the idle connection as we spoke: once more, fresh
+            answer = self._exchange(self._connect(url, timeout), url, headers)
+        return answer
+
+    def _connect(self, url, timeout):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()   # what urllib uses: verified
+            return _DeadlineHTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                            context=self._tls)
+        return _DeadlineHTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+    def _exchange(self, connection, url, headers):
+        """Send one GET on connection; keep it for the next poll if the answer allows."""
+        parts = urllib.parse.urlsplit(url)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        try:
+            connection.request("GET", target, headers=headers)
+            answer = connection.getresponse()
+            if answer.status in (301, 302, 303, 307, 308):
+                connection.close()
+                return None
+            if answer.status not in (200, 304):
+                raise urllib.error.HTTPError(url, answer.status, answer.reason,
+                                             answer.headers, None)
+            body = _read_body(answer, self.max_bytes)
+        except BaseException:
+            connection.close()
+            raise
+        if answer.will_close or len(self._idle) >= self.max_idle:
+            connection.close()
+        else:
+            self._idle[url] = connection
+        if answer.status == 304:
+            return Response(304, b"", answer.headers.get("ETag"),
+                            answer.headers.get("Last-Modified"))
+        return self._decoded(body, answer.headers)
+
+    def stop(self):
+        """Make requests in flight give up within READ_SLICE seconds."""
+        self.stopping.set()
+
+    def close(self):
+        """Close the kept-alive connections."""
+        while self._idle:
+            self._idle.popitem()[1].close()
+
+    def _decoded(self, body, headers):
+        """Return the Response of a 200 answer, its body gzip-decoded."""
         encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             body = gunzip(body, self.max_bytes)
@@ -1108,6 +1191,17 @@ class Fetcher(object):
         if exc.code in (429, 503):
             retry = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         return FeedError(reason.strip(), exc.code, retry)
+
+
+def _closed_by_peer(connection):
+    """True when an idle connection has something to read: EOF, or junk."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def fetch_feed(fetch, job):
@@ -1390,6 +1484,7 @@ class Tracker(object):
         self._changed = set()     # urls whose state is not saved yet
         self._saved_at = clock()
         self._ready = False
+        self._sleeping = True     # the scheduler is in, or about to enter, select()
         self._watchdog_at = clock()
         self._add_feeds(providers, self.state.load() if self.state else {})
 
@@ -1431,8 +1526,9 @@ class Tracker(object):
                 self._tell_systemd()
         finally:
             self.notifier.send("STOPPING=1")
-            if hasattr(self.fetch, "stop"):
-                self.fetch.stop.set()
+            for ending in ("stop", "close"):   # what a Fetcher has; a test's may not
+                if hasattr(self.fetch, ending):
+                    getattr(self.fetch, ending)()
             pool.shutdown(wait=False)
             if self._changed and self.state:
                 self.state.save(self.feeds, self._changed)
@@ -1532,6 +1628,7 @@ class Tracker(object):
         return all(f.polls >= rounds and not f.busy for f in self.feeds.values())
 
     def _seconds_to_next(self):
+        self._sleeping = True    # before looking at _done: a worker sees one or the other
         if self._done or self._requests:
             return 0
         wait = 3600.0
@@ -1542,8 +1639,11 @@ class Tracker(object):
         return max(0.0, wait)
 
     def _launch_due(self, pool, rounds):
+        """Launch every poll due now or within a short quantum: one wake-up, many polls."""
+        self._sleeping = False
         now = self.clock()
-        while self._queue and self._queue[0][0] <= now:
+        horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 10)
+        while self._queue and self._queue[0][0] <= horizon:
             due, _, url = heapq.heappop(self._queue)
             feed = self.feeds.get(url)
             if feed is None or feed.busy or due != feed.due:
@@ -1557,7 +1657,8 @@ class Tracker(object):
     def _work(self, job):
         """Run in a worker thread: poll, hand the outcome to the scheduler."""
         self._done.append(fetch_feed(self.fetch, job))
-        self._wakeup.notify()
+        if self._sleeping:       # an awake scheduler will see _done anyway
+            self._wakeup.notify()
 
     # -- applying outcomes (scheduler thread)
 
@@ -1723,7 +1824,8 @@ def main(argv=None):
                     args.workers or min(MAX_WORKERS, len(providers)),
                     args.history, args.json, args.verbose)
     state = StateFile(args.state, log) if args.state else None
-    tracker = Tracker(providers, config, emit=_writer(out), log=log, state=state,
+    fetch = Fetcher(max_idle=_connection_budget(config.workers))
+    tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state=state,
                       notify=Notifier(), reload=lambda: _providers_of(args.providers))
     log("openai_status_tracker %s: watching %d feed%s every %gs" % (
         __version__, len(providers), "" if len(providers) == 1 else "s", args.interval))
@@ -1746,6 +1848,29 @@ def main(argv=None):
     finally:
         _restore_signals(previous)
     return code
+
+
+def _connection_budget(workers):
+    """Return how many idle connections may stay open, raising the soft fd limit if need be.
+
+    One kept-alive connection per feed is 5,000 descriptors for 5,000 feeds,
+    above the usual soft limit of 1024 (the hard limit is usually far higher).
+    """
+    if resource is None:
+        return MAX_IDLE_CONNECTIONS
+    spare = workers + 64     # for connections in use, the state file, stdio
+    wanted = MAX_IDLE_CONNECTIONS + spare
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return MAX_IDLE_CONNECTIONS
+    return max(0, min(MAX_IDLE_CONNECTIONS, soft - spare))
 
 
 def _install_signals(tracker):
