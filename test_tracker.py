@@ -910,7 +910,8 @@ def gzip_bomb(size):
 
 
 def poll_once(url, timeout=5.0):
-    return tracker.fetch_feed(tracker.Fetcher(), tracker.Job(url, None, None, None, timeout))
+    return tracker.fetch_feed(tracker.Fetcher(), tracker.Job(url, None, None, None, timeout),
+                              threading.Lock())
 
 
 def lol_levels(count):
