@@ -1069,7 +1069,7 @@ class Fetcher(object):
         self.stopping = threading.Event()
         self._opener = urllib.request.build_opener(_RedirectHandler, *_HANDLERS)
         self._proxies = urllib.request.getproxies()
-        self._idle = {}   # url -> its open connection; a feed is never polled twice at once
+        self._idle = {}   # url -> its idle open socket; a feed is never polled twice at once
         self._tls = None
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
@@ -1087,8 +1087,7 @@ class Fetcher(object):
                 answer = self._get_direct(url, headers, timeout)
                 if answer is not None:
                     return answer
-            return self._get(urllib.request.Request(url, headers=headers),
-                             timeout, bool(etag or last_modified))
+            return self._get(urllib.request.Request(url, headers=headers), timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 304:   # urllib raises it; for us it is the cheap success
                 exc.close()
@@ -1100,7 +1099,7 @@ class Fetcher(object):
         finally:
             _request.limits = None
 
-    def _get(self, request, timeout, conditional):
+    def _get(self, request, timeout):
         with self._opener.open(request, timeout=timeout) as answer:
             body = _read_body(answer, self.max_bytes)
             headers = answer.headers
