@@ -1747,7 +1747,7 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError("%r is not a number" % text)
-        if not value > 0:
+        if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError("must be greater than 0, not %s" % text)
         return value
     return convert

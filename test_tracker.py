@@ -717,6 +717,7 @@ def test_main_once_exits_1_with_the_reason_when_a_feed_fails(server, tmp_path, c
 
 @pytest.mark.parametrize("argv, message", [
     (["--interval", "0"], "must be greater than 0"),
+    (["--interval", "inf"], "must be greater than 0"),
     (["--interval", "soon"], "is not a number"),
     (["--workers", "-1"], "must be greater than 0"),
     (["--history", "-2"], "must be 0 or more"),
