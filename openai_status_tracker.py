@@ -66,6 +66,7 @@ import re
 import select
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -837,7 +838,7 @@ def parse_providers(text, source=PROVIDERS_FILE):
         if problem is None and url in lines:
             problem = "%s is already listed on line %d" % (url, lines[url])
         if problem:
-            raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem)))
+            raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
         lines[url] = number
         name = clean_text(name, 80) or urllib.parse.urlsplit(url).hostname
         providers.append(Provider(url, name))
@@ -849,10 +850,14 @@ def parse_providers(text, source=PROVIDERS_FILE):
 def load_providers(path):
     """Return the Providers of a providers file; raise ConfigError."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO would block start-up
+            raise ConfigError("%s: not a regular file" % path)
         with open(path, "rb") as handle:
             data = handle.read(MAX_BODY_BYTES + 1)
     except OSError as exc:
         raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc))
+    if len(data) > MAX_BODY_BYTES:
+        raise ConfigError("%s: larger than %d bytes" % (path, MAX_BODY_BYTES))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -1763,8 +1768,14 @@ def _count(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Bad usage: one line on stderr, exit code 2 (argparse adds a usage line)."""
+        self.exit(2, "error: %s (see --help)\n" % message)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="openai_status_tracker.py",
         description="Print every new incident and update from status pages, once.")
     parser.add_argument("--interval", type=_positive(float), default=DEFAULT_INTERVAL,
