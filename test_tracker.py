@@ -478,6 +478,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def handle(self):
+        try:
+            http.server.BaseHTTPRequestHandler.handle(self)
+        except (ConnectionResetError, BrokenPipeError):
+            pass   # the tracker closed a kept-alive connection: not a test failure
+
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
