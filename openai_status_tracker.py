@@ -1111,8 +1111,9 @@ class Fetcher(object):
         return self._decoded(body, headers)
 
     def _proxied(self, url):
-        scheme, host = url.split(":", 1)[0].lower(), urllib.parse.urlsplit(url).hostname
-        return scheme in self._proxies and not urllib.request.proxy_bypass(host or "")
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme in self._proxies and \
+            not urllib.request.proxy_bypass(parts.hostname or "")
 
     def _get_direct(self, url, headers, timeout):
         """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
@@ -1368,7 +1369,7 @@ class Feed(object):
     """What the tracker knows of one feed; touched by the scheduler thread only."""
 
     __slots__ = ("provider", "seen", "gone", "etag", "last_modified", "digest",
-                 "failures", "failing", "due", "busy", "polls", "ok")
+                 "failures", "failing", "due", "busy", "polls")
 
     def __init__(self, provider):
         self.provider = provider
@@ -1376,7 +1377,7 @@ class Feed(object):
         self.gone = {}            # entry_key -> wall time it left the feed
         self.etag = self.last_modified = self.digest = None
         self.failures, self.failing = 0, False
-        self.due, self.busy, self.polls, self.ok = 0.0, False, 0, False
+        self.due, self.busy, self.polls = 0.0, False, 0
 
     def job(self, timeout):
         return Job(self.provider.url, self.etag, self.last_modified, self.digest, timeout)
@@ -1551,7 +1552,7 @@ class Tracker(object):
             if self._changed and self.state:
                 self.state.save(self.feeds, self._changed)
             self._wakeup.close()
-        failed = [f for f in self.feeds.values() if f.polls and not f.ok]
+        failed = [f for f in self.feeds.values() if f.polls and f.failing]
         return 1 if rounds is not None and failed else 0
 
     def summary(self):
@@ -1713,7 +1714,6 @@ class Tracker(object):
 
     def _failed(self, feed, outcome):
         feed.failures += 1
-        feed.ok = False
         self.stats["errors"] += 1
         if not feed.failing:
             feed.failing = True
@@ -1728,7 +1728,7 @@ class Tracker(object):
             self.log("%s (%s) recovered after %d failed polls" % (
                 feed.provider.name, feed.provider.url, feed.failures))
             self._changed.add(feed.provider.url)
-        feed.failures, feed.failing, feed.ok = 0, False, True
+        feed.failures, feed.failing = 0, False
 
     def _log_poll(self, feed, outcome):
         if outcome.status == 304:
