@@ -52,6 +52,7 @@ STOPPING=1 on the way out.  Events are flushed line by line, so
 __version__ = "1.0.0"
 
 import argparse
+import base64
 import collections
 import concurrent.futures
 import hashlib
@@ -68,6 +69,7 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -104,15 +106,20 @@ DEFAULT_TIMEOUT = 20.0           # whole deadline of one request, seconds
 MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
+MAX_INFORMATIONAL = 10           # 1xx answers skipped before the final one
 MAX_IDLE_CONNECTIONS = 4096      # kept-alive connections, one per directly reached feed
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
+DEFAULT_PORTS = {"http": 80, "https": 443}
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
 PARSE_SLOTS = 2                  # feeds parsed at once
 LAUNCH_QUANTUM = 0.05            # polls due this soon start together (fewer wake-ups)
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
-STATE_VERSION = 1                # format of the --state file
+HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
+MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
+STATE_VERSION = 2                # format of the --state file (1: marks of tracker 1.0)
+MAX_STATE_BYTES = 64 * 1024 * 1024   # a larger state file is set aside unread
 STATE_SAVE_INTERVAL = 60.0       # seconds: save quiet changes (validators, ...) this often
 MESSAGE_LIMIT = 500              # characters of a message printed before "…"
 TEXT_LIMIT = 300                 # characters of a title or product line
@@ -133,19 +140,26 @@ LABELS = ("Investigating", "Identified", "Update", "Monitoring", "Resolved",
 MONTHS = {name: number for number, name in enumerate(
     "jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 # Zones that Statuspage writes in its <small> dates (old feeds use the page's
-# zone, e.g. "PST"); RFC 822 names the US ones too.
+# zone, e.g. "PST"); RFC 822 names the US ones too.  Numeric offsets ("-03",
+# "+0530") are read as such; a name not listed here is taken as UTC and said
+# at -v, never guessed from the entry's own time (which moves on silent edits).
 ZONES = {"UTC": 0, "GMT": 0, "Z": 0, "UT": 0, "EST": -5, "EDT": -4,
          "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
-         "AKST": -9, "AKDT": -8, "HST": -10, "BST": 1, "CET": 1, "CEST": 2,
-         "EET": 2, "EEST": 3, "IST": 5.5, "SGT": 8, "JST": 9, "KST": 9,
-         "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13}
+         "AKST": -9, "AKDT": -8, "HST": -10, "AST": -4, "ADT": -3, "NST": -3.5,
+         "NDT": -2.5, "BRT": -3, "ART": -3, "CLT": -4, "WET": 0, "WEST": 1,
+         "BST": 1, "IST": 5.5, "CET": 1, "CEST": 2, "MET": 1, "MEST": 2,
+         "EET": 2, "EEST": 3, "MSK": 3, "TRT": 3, "WAT": 1, "CAT": 2,
+         "SAST": 2, "EAT": 3, "GST": 4, "PKT": 5, "NPT": 5.75, "ICT": 7,
+         "WIB": 7, "HKT": 8, "SGT": 8, "PHT": 8, "AWST": 8, "JST": 9,
+         "KST": 9, "ACST": 9.5, "ACDT": 10.5, "AEST": 10, "AEDT": 11,
+         "NZST": 12, "NZDT": 13}
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?)?"
     r"\s*([Zz]|[+-]\d\d:?\d\d)?$")
 _BLOCK_DATE = re.compile(
     r"\b([A-Za-z]{3})[a-z]*\.?\s+(\d{1,2})(?:,?\s+(\d{4}))?\s*[,-]?\s*"
-    r"(\d{1,2}):(\d\d)\s*([A-Za-z]{1,5})?")
+    r"(\d{1,2}):(\d\d)\s*(?:([A-Za-z]{1,5})\b)?\s*([+-]\d\d(?::?\d\d)?)?")
 # Every pattern that sees feed text runs in linear time on hostile input (re
 # holds the GIL: one slow match would stall every feed).  So no ".*?" that
 # could rescan the rest of a 4 MB entry from each of a million starts: a
@@ -175,15 +189,22 @@ _BREAKING_TAG = re.compile(r"<(?:br|/p|/li|/div|/h\d|/tr)\b[^<>]*>", re.I)
 # into an int, quadratic in their number before Python 3.11, refused after.
 _HUGE_REFERENCE = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")
 # Terminal escapes (CSI, OSC, two-byte ESC) go whole; then every other control
-# character, C1 included, and the invisible bidi overrides that can disguise
-# text ("Trojan Source", CVE-2021-42574).
+# character, C1 included, and the invisible format characters that can
+# disguise text: bidi overrides ("Trojan Source", CVE-2021-42574), zero-width
+# spaces and joiners, the Arabic letter mark, word joiners, a BOM inside
+# text, and the tag characters that can hide a whole ASCII string.
 _ESCAPE = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -~]?)")
 _CONTROL = re.compile(u"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_INVISIBLE = re.compile(u"[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_INVISIBLE = re.compile(u"[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+                        u"\ufeff\U000e0000-\U000e007f]")
 _ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
 _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, comments
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
+_USERINFO_SECRET = re.compile(r"(//[^/:@]*:)[^/@]*@")
+_FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?\\Z")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
+_KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
 
 
@@ -210,7 +231,8 @@ class Entry(NamedTuple):
     updated: str           # the raw <updated>/<pubDate>: moves when the entry changes
     components: Tuple[str, ...]
     updates: Tuple[Update, ...]   # newest first
-    history: bool          # True when `updates` is the whole history (Statuspage)
+    complete: bool         # True when `updates` is the whole history (Statuspage)
+    notes: Tuple[str, ...] = ()   # dates not read as written, for -v
 
 
 class Event(NamedTuple):
@@ -219,21 +241,30 @@ class Event(NamedTuple):
     kind: str              # "new" (first sight of the incident) or "update"
     entry: Entry
     index: int             # which of entry.updates
+    key: int = 0           # entry_key(entry.id)
+    undo: Optional[int] = None   # packed Mark of the entry if this is not printed; None: forget it
 
 
 class Mark(NamedTuple):
-    """What the tracker remembers of an entry: the dedup dict's value, packed."""
-    updated: int           # crc32 of the raw <updated>: equal means it did not move
-    count: int             # updates seen (Statuspage keeps them all), at most 0xFFFF
-    digest: int            # crc32 of what was last printable for it
+    """What was printed of an entry: the dedup dict's value, packed in one int."""
+    time: int              # ms since 1970 of the newest update printed; 0: it had no date
+    count: int             # updates printed that carry that very time, at most 255
+    text_crc: int          # crc32 of that update's label, message and components
 
     def pack(self):
-        """Return the Mark as one int (one object per entry, not four)."""
-        return (self.updated << 48) | (min(self.count, 0xFFFF) << 32) | self.digest
+        """Return the Mark as one int (one object per entry, not four); time sorts first."""
+        return (self.time << MARK_TIME_SHIFT) | (min(self.count, 0xFF) << 32) | self.text_crc
 
     @classmethod
     def unpack(cls, value):
-        return cls(value >> 48, (value >> 32) & 0xFFFF, value & 0xFFFFFFFF)
+        return cls(value >> MARK_TIME_SHIFT, (value >> 32) & 0xFF, value & 0xFFFFFFFF)
+
+
+class Diff(NamedTuple):
+    """What one parsed copy of a feed means."""
+    events: list           # Events to print, oldest first
+    marks: dict            # entry key -> packed Mark to remember
+    notes: list            # what -v says about the copy (stale, odd dates)
 
 
 class Response(NamedTuple):
@@ -249,7 +280,7 @@ class Job(NamedTuple):
     url: str
     etag: Optional[str]
     last_modified: Optional[str]
-    digest: Optional[bytes]
+    body_sha256: Optional[bytes]
     timeout: float
 
 
@@ -258,7 +289,7 @@ class Outcome(NamedTuple):
     url: str
     status: int            # HTTP status, 0 when there was none
     entries: Optional[list]
-    digest: Optional[bytes]
+    body_sha256: Optional[bytes]
     etag: Optional[str]
     last_modified: Optional[str]
     error: Optional[str]
@@ -359,25 +390,42 @@ def parse_date(text):
 
 
 def parse_block_date(text, reference):
-    """Return a Statuspage "Jul  9, 06:01 UTC" date as aware UTC, or None.
+    """Return (aware UTC, zone name not understood or "") of a Statuspage block date.
 
-    The block gives no year: take the reference's (the entry's newest date)
-    and step back a year if that would put the block in the future.
+    "Jul  9, 06:01 UTC" gives no year: the one that puts the block nearest the
+    reference (the entry's newest date) is taken, so a Jan 1 block of an entry
+    dated Dec 31 (its <published>) falls in the next year, and a Dec 31 block
+    of an entry updated Jan 2 in the previous one.  An unknown zone is read
+    as UTC.  The time is None when there is no date, or no year to be had.
     """
     match = _BLOCK_DATE.search(text)
     month = MONTHS.get(match.group(1).lower()) if match else None
     if month is None:
-        return None
-    _, day, year, hour, minute, zone = match.groups()
-    offset = ZONES.get((zone or "UTC").upper())
-    if offset is None or (year is None and reference is None):
-        return None
-    when = _utc(int(year or reference.year), month, int(day), int(hour),
-                int(minute), offset=offset)
-    if year is None and when is not None and when > reference + timedelta(days=2):
-        when = _utc(reference.year - 1, month, int(day), int(hour),
-                    int(minute), offset=offset)
-    return when
+        return None, ""
+    _, day, year, hour, minute, name, number = match.groups()
+    unknown = ""
+    if number:
+        sign = -1 if number[0] == "-" else 1
+        digits = number[1:].replace(":", "")
+        offset = sign * (int(digits[:2]) + int(digits[2:] or 0) / 60.0)
+    else:
+        offset = ZONES.get((name or "UTC").upper())
+        if offset is None:
+            unknown, offset = name, 0
+    if year is not None:
+        years = [int(year)]
+    elif reference is not None:
+        years = [reference.year - 1, reference.year, reference.year + 1]
+    else:
+        return None, unknown
+    candidates = [when for when in (
+        _utc(y, month, int(day), int(hour), int(minute), offset=offset) for y in years)
+        if when is not None]
+    if not candidates:
+        return None, unknown
+    if reference is None:
+        return candidates[0], unknown
+    return min(candidates, key=lambda when: abs(when - reference)), unknown
 
 
 def normalise_state(label):
@@ -596,7 +644,7 @@ def build_entry(raw_id, title, link, updated, markup, dates):
     """Return an Entry from an item's parts, recognising the provider's shape."""
     known = [date for date in dates if date is not None]
     newest = max(known) if known else None
-    components, updates, history = extract_updates(markup, newest)
+    components, updates, complete, notes = extract_updates(markup, newest)
     entry_id = clean_text(raw_id) or clean_text(link)
     if not entry_id:
         seed = ("%s\n%s" % (title, updated)).encode("utf-8", "replace")
@@ -604,16 +652,21 @@ def build_entry(raw_id, title, link, updated, markup, dates):
     if not updates:
         updates = (Update(newest, "Update", title),)
     return Entry(entry_id, title, clean_text(link, 2 * TEXT_LIMIT), updated,
-                 components, updates, history)
+                 components, updates, complete, notes)
 
 
 def extract_updates(markup, newest):
-    """Return (components, updates newest first, history?) from entry HTML."""
+    """Return (components, updates newest first, complete?, notes) from entry HTML.
+
+    complete: the updates are the incident's whole history (Statuspage).
+    notes: what -v should say about dates that could not be read as written.
+    """
     blocks = _STATUSPAGE_BLOCK.findall(markup)
     if blocks:
-        updates = tuple(_statuspage_update(when, label, body, newest)
-                        for when, label, body in blocks)
-        return _affected(markup), updates, True
+        pairs = [_statuspage_update(when, label, body, newest)
+                 for when, label, body in blocks]
+        notes = tuple(_unique(note for _, note in pairs))
+        return _affected(markup), tuple(update for update, _ in pairs), True, notes
     status = _INCIDENTIO_STATUS.search(markup)
     if status:
         rest = _INCIDENTIO_COMPONENTS.split(status.group(2), 1)
@@ -621,16 +674,23 @@ def extract_updates(markup, newest):
         components = _unique(_TRAILING_STATE.sub("", html_to_text(name))
                              for name in names)
         label = html_to_text(status.group(1), 40) or "Update"
-        return components, (Update(newest, label, html_to_text(rest[0], MESSAGE_LIMIT)),), False
+        update = Update(newest, label, html_to_text(rest[0], MESSAGE_LIMIT))
+        return components, (update,), False, ()
     return _generic_update(markup, newest)
 
 
 def _statuspage_update(when, label, body, newest):
-    """Return one Statuspage block as an Update."""
+    """Return one Statuspage block as (Update, note for -v or "")."""
     message = html_to_text(body, MESSAGE_LIMIT + 2)
     message = clean_text(message[1:] if message.startswith("-") else message, MESSAGE_LIMIT)
-    time_ = parse_block_date(html_to_text(when), newest) or newest
-    return Update(time_, html_to_text(label, 40) or "Update", message)
+    date = html_to_text(when)
+    time_, unknown = parse_block_date(date, newest)
+    note = ""
+    if unknown:
+        note = "zone %r of block date %r not known; read as UTC" % (unknown, date[:40])
+    elif time_ is None:
+        note = "block date %r not understood" % date[:40]
+    return Update(time_, html_to_text(label, 40) or "Update", message), note
 
 
 def _generic_update(markup, newest):
@@ -642,8 +702,8 @@ def _generic_update(markup, newest):
         label = match.group(1).capitalize()
         text = text[match.end():]
     if not text:
-        return _affected(markup), (), False
-    return _affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False
+        return _affected(markup), (), False, ()
+    return _affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False, ()
 
 
 def _affected(markup):
@@ -665,8 +725,8 @@ def _unique(names):
     return tuple(seen)
 
 
-def body_digest(body):
-    """Return a digest of the entries part of a feed.
+def body_sha256(body):
+    """Return the sha256 of the entries part of a feed.
 
     incident.io (OpenAI) sends no ETag or Last-Modified and rewrites the
     feed-level <updated> on every fetch: only what follows it says whether
@@ -693,56 +753,119 @@ def _crc(text):
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
-def _printable_digest(entry):
-    """Return a crc32 of what an update of `entry` would print."""
-    newest = entry.updates[0]
-    return _crc("\n".join((newest.label, newest.message) + entry.components))
+def _millis(when):
+    """Return a time as whole milliseconds since 1970; 0 for none (or earlier)."""
+    return max(0, int(when.timestamp() * 1000)) if when is not None else 0
 
 
-def mark_of(entry):
-    """Return the Mark to remember for an entry."""
-    return Mark(_crc(entry.updated), len(entry.updates), _printable_digest(entry))
+def text_crc(entry, index=0):
+    """Return a crc32 of what update `index` prints: label, message, components as a set.
+
+    incident.io lists an incident's components in an order that changes from
+    one fetch to the next (seen in two real OpenAI captures): a reorder is no news.
+    """
+    update = entry.updates[index]
+    return _crc("\n".join((update.label, update.message) + tuple(sorted(entry.components))))
 
 
-def _fresh_updates(old, entry, mark):
-    """Return indexes of the updates of a known entry that were not printed."""
-    if entry.history:
-        # Statuspage keeps every update; new ones are on top.  Text edits in
-        # place change nothing we count, so they print nothing.
-        return list(range(max(0, mark.count - old.count)))
-    if mark.updated != old.updated and mark.digest != old.digest:
-        return [0]
+def mark_through(entry, index=0):
+    """Return the Mark of an entry whose updates from `index` down (older) were printed."""
+    time_ = _millis(entry.updates[index].time)
+    count = sum(1 for update in entry.updates[index:] if _millis(update.time) == time_)
+    return Mark(time_, count, text_crc(entry, index))
+
+
+def _ahead(new, old):
+    """True when Mark `new` is later than `old`: a newer copy of the entry."""
+    return (new.time, new.count) > (old.time, old.count)
+
+
+def fresh_updates(entry, packed):
+    """Return the indexes of the updates of a known entry not printed yet.
+
+    packed is the entry's packed Mark.  Marks only move forward: a copy
+    older than what was printed (a CDN serving a stale copy between two
+    newer ones) prints nothing.
+    """
+    if packed < 0:
+        return _fresh_since_format_1(entry, -1 - packed)
+    old = Mark.unpack(packed)
+    if entry.complete:
+        # Statuspage keeps every update, newest on top, each dated to the
+        # minute: a block is new when it is later than the newest printed,
+        # or one more in that same minute.  Blocks deleted or edited in
+        # place print nothing.
+        times = [_millis(update.time) for update in entry.updates]
+        same = [index for index, time_ in enumerate(times) if time_ == old.time]
+        return [index for index, time_ in enumerate(times) if time_ > old.time] + \
+            same[:max(0, len(same) - old.count)]
+    new = mark_through(entry)
+    if new.text_crc != old.text_crc and (new.time > old.time or new.time == old.time == 0):
+        return [0]        # moved on and reads differently; without a date, reads differently
     return []
 
 
-def diff_entries(seen, entries, first=False, history=0, provider=""):
-    """Return (events, marks): updates to print, and what to remember.
+def _fresh_since_format_1(entry, value):
+    """fresh_updates() for a mark of a format-1 state file, by that format's rules.
 
-    seen maps entry_key(id) -> packed Mark from earlier polls, and so do the
-    marks returned.  On a feed's first poll (first=True) only incidents still
-    open print, plus the `history` newest updates; everything else is
+    It packed (crc32 of <updated> << 48 | updates seen << 32 | crc32 of label,
+    message and components in order); the first change after an upgrade is
+    judged by it, then the entry has a Mark.
+    """
+    if entry.complete:
+        return list(range(max(0, len(entry.updates) - ((value >> 32) & 0xFFFF))))
+    update = entry.updates[0]
+    text = _crc("\n".join((update.label, update.message) + entry.components))
+    moved = (value >> 48) != _crc(entry.updated)
+    return [0] if moved and text != value & 0xFFFFFFFF else []
+
+
+def diff_entries(seen, entries, first=False, history=0, provider=""):
+    """Return the Diff of a parsed copy of a feed against what was printed.
+
+    seen maps entry_key(id) -> packed Mark from earlier polls; Diff.marks
+    holds the marks to remember for the entries of this copy (never behind
+    the ones in seen).  On a feed's first poll (first=True) only incidents
+    still open print, plus the `history` newest updates; the rest is
     remembered silently.
     """
-    marks, fresh, kept = {}, [], []
+    marks, fresh, kept, notes = {}, [], [], []
+    # A new entry whose newest update is well older than the newest one seen
+    # on this feed is history coming into view (a changed id scheme, a wider
+    # window), not an incident that just began.
+    horizon = (max(seen.values(), default=0) >> MARK_TIME_SHIFT) - HISTORY_WINDOW * 1000
+    stale = old_news = 0
     for entry in entries:
         key = entry_key(entry.id)
         if key in marks:               # a duplicate id: the first one counts
             continue
         kept.append(entry)
-        mark = mark_of(entry)
-        marks[key] = mark.pack()
-        old = Mark.unpack(seen[key]) if key in seen else None
+        notes.extend(entry.notes)
+        new = mark_through(entry)
+        packed = seen.get(key)
         if first:
             indexes = [0] if is_open(entry) else []
-        elif old is None:
+        elif packed is None and 0 < new.time < horizon:
+            indexes, old_news = [], old_news + 1
+        elif packed is None:
             indexes = range(len(entry.updates))
         else:
-            indexes = _fresh_updates(old, entry, mark)
-        kind = "update" if old is not None else "new"
+            indexes = fresh_updates(entry, packed)
+        marks[key] = new.pack()
+        if packed is not None and packed >= 0 and not indexes and not _ahead(new, Mark.unpack(packed)):
+            marks[key] = packed            # what was printed stays printed
+            stale += _ahead(Mark.unpack(packed), new)
+        kind = "update" if packed is not None else "new"
         fresh += [(entry, index, kind) for index in indexes]
     if first and history:
         fresh += _newest_updates(kept, history)
-    return _in_order(fresh, provider), marks
+    if stale:
+        notes.append("stale copy: %d entries older than already seen; nothing printed "
+                     "from them" % stale)
+    if old_news:
+        notes.append("%d entries new to the tracker but older than its newest news by "
+                     "over %ds: remembered as history, not printed" % (old_news, HISTORY_WINDOW))
+    return Diff(_events(_in_order(fresh), seen, provider), marks, notes)
 
 
 def _newest_updates(entries, count):
@@ -760,14 +883,31 @@ def _time_key(when):
     return when if when is not None else _EPOCH
 
 
-def _in_order(fresh, provider):
-    """Return Events oldest first, without repeats; unknown times first."""
+def _in_order(fresh):
+    """Return (entry, index, kind) oldest first, without repeats; unknown times first."""
     unique = collections.OrderedDict()
     for entry, index, kind in fresh:
         unique.setdefault((entry.id, index), (entry, index, kind))
-    ordered = sorted(unique.values(), key=lambda item: (
+    return sorted(unique.values(), key=lambda item: (
         _time_key(item[0].updates[item[1]].time), -item[1]))
-    return [Event(provider, kind, entry, index) for entry, index, kind in ordered]
+
+
+def _events(ordered, seen, provider):
+    """Return Events, each with the mark its entry falls back to if it is not printed."""
+    events, printed = [], {}   # entry key -> index of its last event so far
+    for entry, index, kind in ordered:
+        key = entry_key(entry.id)
+        if key in printed:
+            undo = mark_through(entry, printed[key]).pack()
+        elif key in seen:
+            undo = seen[key]
+        elif index + 1 < len(entry.updates):   # first sight: the older ones count as told
+            undo = mark_through(entry, index + 1).pack()
+        else:
+            undo = None                        # forgotten: new again next time
+        printed[key] = index
+        events.append(Event(provider, kind, entry, index, key, undo))
+    return events
 
 
 # ---------------------------------------------------------------- formatting
@@ -818,27 +958,93 @@ def _url_problem(url):
         parts = urllib.parse.urlsplit(url)
         parts.port
     except ValueError as exc:
-        return "bad URL %r: %s" % (url, exc)
-    if parts.scheme not in ("http", "https"):
-        return "only http and https URLs can be polled, not %r" % url
+        return "bad URL %s: %s" % (redact(url), exc)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "only http and https URLs can be polled, not %s" % redact(url)
     if not parts.hostname:
-        return "URL %r has no host name" % url
+        return "URL %s has no host name" % redact(url)
     return None
 
 
-def parse_providers(text, source=PROVIDERS_FILE):
-    """Return Providers from providers.txt text; raise ConfigError "source:line: why"."""
+def normalise_url(url):
+    """Return the one spelling of a feed URL (RFC 3986 6.2.2-6.2.3).
+
+    Scheme and host in lower case, no default port, no dot segments, no
+    fragment: `HTTP://Host:80/./x#top` and `http://host/x` are one feed.
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host          # an IPv6 address keeps its brackets
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(scheme):
+        host = "%s:%d" % (host, parts.port)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = "%s@%s" % (userinfo, host) if userinfo else host
+    return urllib.parse.urlunsplit(
+        (scheme, netloc, _remove_dot_segments(parts.path) or "/", parts.query, ""))
+
+
+def _remove_dot_segments(path):
+    """Return path without "." and ".." segments (RFC 3986 5.2.4)."""
+    segments = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if len(segments) > 1:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    if path.endswith(("/.", "/..")):
+        segments.append("")
+    return "/".join(segments)
+
+
+def redact(url):
+    """Return url fit for logs: password and query values replaced by ***."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return _USERINFO_SECRET.sub(r"\1***@", url.partition("?")[0])
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = "%s:***@%s" % (user.partition(":")[0], host)
+    query = "&".join(
+        "%s=***" % pair.partition("=")[0] if "=" in pair else pair
+        for pair in parts.query.split("&")) if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def state_key(url):
+    """Return what the state file files a feed under: its URL, or, when the URL
+    carries a secret, the redacted URL and a hash of the whole one."""
+    shown = redact(url)
+    if shown == url:
+        return url
+    return "%s#sha256=%s" % (shown, hashlib.sha256(url.encode("utf-8")).hexdigest()[:16])
+
+
+def parse_providers(text, source=PROVIDERS_FILE, notes=None):
+    """Return Providers from providers.txt text; raise ConfigError "source:line: why".
+
+    A URL listed twice (in any spelling) keeps its first line; the list
+    `notes`, if given, receives a line naming each line dropped.
+    """
     providers, lines = [], {}
     for number, line in enumerate(text.splitlines(), 1):
         line = re.sub(r"(^|\s)#.*", "", line).strip()
         if not line:
             continue
-        url, _, name = line.partition(" ") if " " in line else line.partition("\t")
+        url, name = (line.split(None, 1) + [""])[:2]   # a tab parts them as a space does
         problem = _url_problem(url)
-        if problem is None and url in lines:
-            problem = "%s is already listed on line %d" % (url, lines[url])
         if problem:
             raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
+        url = normalise_url(url)
+        if url in lines:
+            if notes is not None:
+                notes.append("%s:%d: %s is already listed on line %d; line dropped" % (
+                    source, number, redact(url), lines[url]))
+            continue
         lines[url] = number
         name = clean_text(name, 80) or urllib.parse.urlsplit(url).hostname
         providers.append(Provider(url, name))
@@ -847,7 +1053,7 @@ def parse_providers(text, source=PROVIDERS_FILE):
     return providers
 
 
-def load_providers(path):
+def load_providers(path, notes=None):
     """Return the Providers of a providers file; raise ConfigError."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO would block start-up
@@ -862,7 +1068,7 @@ def load_providers(path):
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError("%s: not UTF-8 text (byte %d)" % (path, exc.start))
-    return parse_providers(text, path)
+    return parse_providers(text, path, notes)
 
 
 def default_providers_path():
@@ -943,6 +1149,16 @@ class _DeadlineResponse(http.client.HTTPResponse):
             sock = _DeadlineSocket(sock, *limits)
         http.client.HTTPResponse.__init__(self, sock, *args, **kwargs)
 
+    def _read_status(self):
+        # RFC 9110 15.2: a client skips the 1xx answers (102 Processing, 103
+        # Early Hints) before the final one; http.client skips only 100.
+        for _ in range(MAX_INFORMATIONAL):
+            version, status, reason = http.client.HTTPResponse._read_status(self)
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)   # bounded: 100 lines of 64 KiB
+        raise http.client.HTTPException("more than %d 1xx answers" % MAX_INFORMATIONAL)
+
 
 class _DeadlineHTTPConnection(http.client.HTTPConnection):
     response_class = _DeadlineResponse
@@ -969,13 +1185,11 @@ if hasattr(http.client, "HTTPSConnection"):   # Python built without ssl has nei
         def do_open(self, http_class, req, **kwargs):
             return urllib.request.HTTPSHandler.do_open(
                 self, _DeadlineHTTPSConnection, req, **kwargs)
-    _HANDLERS = (_DeadlineHTTPHandler, _DeadlineHTTPSHandler)
-else:
-    _HANDLERS = (_DeadlineHTTPHandler,)
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follow at most MAX_REDIRECTS redirects, to http and https URLs only."""
+    """Follow at most MAX_REDIRECTS redirects (307 and 308 too), never to plain HTTP
+    from HTTPS, carrying Basic credentials to the same origin only."""
     max_redirections = MAX_REDIRECTS
     max_repeats = 2
 
@@ -983,12 +1197,52 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         # urllib would then read the redirect's whole body, without limit:
         # closing it first leaves nothing to read.
         fp.close()
-        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
-        if scheme not in ("http", "https"):   # urllib would follow ftp:// too
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new.scheme.lower() not in ("http", "https"):   # urllib would follow ftp:// too
             raise FeedError("redirect to a non-HTTP URL refused (%s)"
-                            % clean_text(scheme, 20), code)
-        return urllib.request.HTTPRedirectHandler.redirect_request(
-            self, req, fp, code, msg, headers, newurl)
+                            % clean_text(new.scheme, 20), code)
+        if old.scheme == "https" and new.scheme.lower() == "http":
+            raise FeedError("redirect from https to plain http refused", code)
+        # Built here, not by urllib: before Python 3.11 it refuses to follow 308.
+        kept = dict((name, value) for name, value in req.header_items()
+                    if name.lower() not in ("authorization", "content-length", "content-type"))
+        request = urllib.request.Request(newurl.replace(" ", "%20"), headers=kept,
+                                         origin_req_host=req.origin_req_host,
+                                         unverifiable=True)
+        if _origin(old) == _origin(new) and req.has_header("Authorization"):
+            request.add_unredirected_header("Authorization", req.get_header("Authorization"))
+        return request
+
+    http_error_307 = http_error_308 = urllib.request.HTTPRedirectHandler.http_error_302
+
+
+def _origin(parts):
+    """Return (scheme, host, port) of urlsplit() parts (RFC 6454)."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or DEFAULT_PORTS.get(scheme)
+
+
+def split_credentials(url):
+    """Return (url without user:password@, Basic Authorization value or None)."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    pair = "%s:%s" % (urllib.parse.unquote(user), urllib.parse.unquote(password))
+    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), "Basic " + token
+
+
+def header_value(value):
+    """Return value if it can be sent back as a header field (RFC 9110 5.5), else None.
+
+    A validator with CR, LF or other controls, or beyond Latin-1, would make
+    http.client refuse every later request of the feed.
+    """
+    if isinstance(value, str) and _FIELD_VALUE.match(value) and len(value) <= 1024:
+        return value
+    return None
 
 
 def parse_retry_after(value, now=None):
@@ -1018,6 +1272,8 @@ def _describe(error):
         return "connection closed without an answer"
     if isinstance(error, ConnectionResetError):
         return "connection reset"
+    if getattr(error, "verify_message", None):   # ssl.SSLCertVerificationError, 3.7+
+        return "TLS certificate not accepted: %s" % clean_text(error.verify_message, 120)
     if type(error).__module__ == "ssl":
         return "TLS error: %s" % (getattr(error, "reason", None) or error)
     if isinstance(error, http.client.IncompleteRead):
@@ -1069,35 +1325,44 @@ class Fetcher(object):
     """
 
     def __init__(self, user_agent=USER_AGENT, max_bytes=MAX_BODY_BYTES,
-                 max_idle=MAX_IDLE_CONNECTIONS):
+                 max_idle=MAX_IDLE_CONNECTIONS, tls=None):
         self.user_agent, self.max_bytes, self.max_idle = user_agent, max_bytes, max_idle
         self.stopping = threading.Event()
-        self._opener = urllib.request.build_opener(_RedirectHandler, *_HANDLERS)
+        self._tls = tls          # an ssl.SSLContext; None: the system's, verified
+        handlers = [_RedirectHandler, _DeadlineHTTPHandler]
+        if ssl is not None:
+            handlers.append(_DeadlineHTTPSHandler(context=tls))
+        self._opener = urllib.request.build_opener(*handlers)
         self._proxies = urllib.request.getproxies()
         self._idle = {}   # url -> its idle open socket; a feed is never polled twice at once
-        self._tls = None
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
         """Return a Response; raise FeedError with a one-line reason."""
         headers = {"User-Agent": self.user_agent, "Accept": ACCEPT,
                    "Accept-Encoding": "gzip"}
         # RFC 9110 13.1: send back the validators of the last answer.
-        if etag:
+        if header_value(etag):
             headers["If-None-Match"] = etag
-        if last_modified:
+        if header_value(last_modified):
             headers["If-Modified-Since"] = last_modified
+        url, authorization = split_credentials(url)
         _request.limits = (time.monotonic() + timeout, self.stopping)
         try:
             if self.max_idle and not self._proxied(url):
+                if authorization:
+                    headers["Authorization"] = authorization
                 answer = self._get_direct(url, headers, timeout)
                 if answer is not None:
                     return answer
-            return self._get(urllib.request.Request(url, headers=headers), timeout)
+                headers.pop("Authorization", None)
+            request = urllib.request.Request(url, headers=headers)
+            if authorization:   # unredirected: a redirect decides whether it follows
+                request.add_unredirected_header("Authorization", authorization)
+            return self._get(request, timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 304:   # urllib raises it; for us it is the cheap success
                 exc.close()
-                return Response(304, b"", exc.headers.get("ETag"),
-                                exc.headers.get("Last-Modified"))
+                return _not_modified(exc.headers)
             raise self._http_error(exc)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise FeedError(_describe(exc))
@@ -1118,7 +1383,7 @@ class Fetcher(object):
     def _get_direct(self, url, headers, timeout):
         """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
         sock = self._idle.pop(url, None)
-        if sock is not None and _closed_by_peer(sock):
+        if sock is not None and _has_input(sock):
             sock.close()
             sock = None
         try:
@@ -1168,8 +1433,7 @@ class Fetcher(object):
             # answer's headers alive too, kilobytes a feed at 5,000 feeds
             self._idle[url], connection.sock = connection.sock, None
         if answer.status == 304:
-            return Response(304, b"", answer.headers.get("ETag"),
-                            answer.headers.get("Last-Modified"))
+            return _not_modified(answer.headers)
         return self._decoded(body, answer.headers)
 
     def stop(self):
@@ -1188,7 +1452,8 @@ class Fetcher(object):
             body = gunzip(body, self.max_bytes)
         elif encoding != "identity":
             raise FeedError("unsupported Content-Encoding %r" % clean_text(encoding, 40))
-        return Response(200, body, headers.get("ETag"), headers.get("Last-Modified"))
+        return Response(200, body, header_value(headers.get("ETag")),
+                        header_value(headers.get("Last-Modified")))
 
     @staticmethod
     def _http_error(exc):
@@ -1206,9 +1471,26 @@ class Fetcher(object):
         return FeedError(reason.strip(), exc.code, retry)
 
 
-def _closed_by_peer(sock):
-    """True when an idle connection has something to read: EOF, or junk."""
+def _not_modified(headers):
+    """Return the Response of a 304 answer."""
+    return Response(304, b"", header_value(headers.get("ETag")),
+                    header_value(headers.get("Last-Modified")))
+
+
+def _has_input(sock):
+    """True when an idle connection has something to read: EOF, or bytes nobody asked for.
+
+    Either way it is out of step and must be closed: bytes already inside the
+    TLS layer (pending()) are invisible to poll(), and read as the next answer
+    they would print a reply to a request never made.
+    """
     try:
+        if getattr(sock, "pending", None) and sock.pending():
+            return True
+        if hasattr(select, "poll"):     # select() cannot take descriptors >= 1024
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
@@ -1227,12 +1509,12 @@ def fetch_feed(fetch, job, parsing):
         if status == 304:
             if not (job.etag or job.last_modified):
                 raise FeedError("304 Not Modified to a request that asked for none", 304)
-            return Outcome(job.url, 304, None, job.digest, response.etag or job.etag,
+            return Outcome(job.url, 304, None, job.body_sha256, response.etag or job.etag,
                            response.last_modified or job.last_modified, None, None,
                            0, time.monotonic() - started)
-        digest = body_digest(response.body)
+        digest = body_sha256(response.body)
         entries = None
-        if digest != job.digest:
+        if digest != job.body_sha256:
             with parsing:
                 entries = parse_feed(response.body)
         return Outcome(job.url, status, entries, digest, response.etag,
@@ -1249,8 +1531,87 @@ def fetch_feed(fetch, job, parsing):
 
 # ---------------------------------------------------------------- the state file and systemd
 
+class SavedFeed(NamedTuple):
+    """What the state file holds of one feed, checked."""
+    seen: Optional[dict]       # entry key -> packed Mark; None: never read yet
+    gone: dict                 # entry key -> wall time it left the feed
+    etag: Optional[str]
+    last_modified: Optional[str]
+    body_sha256: Optional[bytes]
+    failures: int
+
+
+def parse_state(data):
+    """Return {state key: SavedFeed} from a state file's bytes; raise ValueError saying why not."""
+    try:
+        document = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deep")
+    except ValueError as exc:
+        raise ValueError("not valid JSON: %s" % exc)
+    if not isinstance(document, dict) or not isinstance(document.get("feeds"), dict):
+        raise ValueError("not a tracker state file")
+    version = document.get("version", 1)    # the very first files had none
+    if type(version) is not int or version < 1:
+        raise ValueError("not a tracker state file (format %s)" % clean_text(repr(version), 40))
+    if version > STATE_VERSION:
+        raise ValueError("written by a newer tracker (format %d)" % version)
+    return dict((key, _saved_feed(value, version))
+                for key, value in document["feeds"].items())
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a number" % name)
+
+
+def _saved_feed(data, version):
+    """Return the SavedFeed of one feed's JSON; raise ValueError."""
+    _check(isinstance(data, dict), "a feed is not an object")
+    seen = data.get("seen")
+    if seen is not None:
+        _check(isinstance(seen, dict), "'seen' is not an object")
+        seen = dict((_entry_key(key), _mark(value, version)) for key, value in seen.items())
+    gone = data.get("gone") or {}
+    _check(isinstance(gone, dict), "'gone' is not an object")
+    gone = dict((_entry_key(key), _number(since)) for key, since in gone.items())
+    failures = data.get("failures") or 0
+    _check(type(failures) is int and 0 <= failures < 1 << 32, "'failures' is not a count")
+    body = data.get("body_sha256") if version > 1 else data.get("digest")
+    _check(body is None or isinstance(body, str) and _SHA256_HEX.match(body),
+           "'body_sha256' is not a sha256")
+    # A validator that cannot be sent back is dropped, not a failure forever.
+    return SavedFeed(seen, gone, header_value(data.get("etag")),
+                     header_value(data.get("last_modified")),
+                     bytes.fromhex(body) if body else None, failures)
+
+
+def _check(condition, why):
+    if not condition:
+        raise ValueError(why)
+
+
+def _entry_key(text):
+    _check(bool(_KEY_HEX.match(text)), "bad entry key %s" % clean_text(repr(text), 40))
+    return int(text, 16)
+
+
+def _mark(value, version):
+    """Return a packed Mark; a format-1 one as -1 - value (see fresh_updates)."""
+    _check(type(value) is int and -1 << 96 < value < 1 << 96,
+           "bad mark %s" % clean_text(repr(value), 40))
+    if version == 1:
+        _check(value >= 0, "bad mark %d" % value)
+        return -1 - value
+    return value
+
+
+def _number(value):
+    _check(type(value) in (int, float) and abs(value) < 1e12, "bad time %s" % clean_text(repr(value), 40))
+    return float(value)
+
+
 class StateFile(object):
-    """The --state snapshot: per feed what to_json() gives, written atomically.
+    """The --state snapshot: per feed what Feed.to_json() gives, written atomically.
 
     Each feed's JSON is kept as text and only changed feeds are encoded
     again, so saving after an event costs little even with thousands of feeds.
@@ -1262,20 +1623,27 @@ class StateFile(object):
         self._failing = False
 
     def load(self):
-        """Return {url: saved data}; a file that cannot be used is set aside."""
+        """Return {state key: SavedFeed}; raise ConfigError if the path cannot be read.
+
+        A file whose content cannot be used is set aside as FILE.bad-<time>.
+        """
         try:
+            info = os.stat(self.path)
+            if not stat.S_ISREG(info.st_mode):    # a directory is never renamed
+                raise ConfigError("state file %s: not a regular file" % self.path)
+            if info.st_size > MAX_STATE_BYTES:    # refused unread
+                return self._set_aside("larger than %d bytes" % MAX_STATE_BYTES)
             with open(self.path, "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
+                data = handle.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            return self._set_aside(_describe(exc) if isinstance(exc, OSError) else
-                                   "not valid JSON: %s" % exc)
-        if not isinstance(data, dict) or not isinstance(data.get("feeds"), dict):
-            return self._set_aside("not a tracker state file")
-        if data.get("version", 1) > STATE_VERSION:
-            return self._set_aside("written by a newer tracker (format %r)" % data.get("version"))
-        return data["feeds"]
+        except OSError as exc:
+            raise ConfigError("state file %s: cannot read: %s" % (self.path, _describe(exc)))
+        try:
+            _check(len(data) <= MAX_STATE_BYTES, "larger than %d bytes" % MAX_STATE_BYTES)
+            return parse_state(data)
+        except ValueError as exc:
+            return self._set_aside(clean_text(str(exc), 200))
 
     def _set_aside(self, why):
         aside = "%s.bad-%s" % (self.path, time.strftime("%Y%m%dT%H%M%S"))
@@ -1289,17 +1657,21 @@ class StateFile(object):
         return {}
 
     def save(self, feeds, changed):
-        """Write the state of `feeds` (url -> Feed), re-encoding those in `changed`."""
-        for url in changed:
-            if url in feeds:
-                self._fragments[url] = json.dumps(feeds[url].to_json(), ensure_ascii=False)
+        """Write the state of every feed in `feeds` (url -> Feed), re-encoding those in `changed`.
+
+        A feed not encoded since the start (it only answered 304) is encoded
+        now: the file always holds every feed watched.
+        """
+        for url, feed in feeds.items():
+            if url in changed or url not in self._fragments:
+                self._fragments[url] = "%s: %s" % (
+                    json.dumps(state_key(url), ensure_ascii=False),
+                    json.dumps(feed.to_json(), ensure_ascii=False))
         for url in list(self._fragments):
             if url not in feeds:
                 del self._fragments[url]
-        body = ",\n".join("%s: %s" % (json.dumps(url), text)
-                          for url, text in self._fragments.items())
         text = '{"version": %d, "tracker": %s, "feeds": {\n%s}}\n' % (
-            STATE_VERSION, json.dumps(__version__), body)
+            STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()))
         try:
             write_atomically(self.path, text.encode("utf-8"))
         except OSError as exc:
@@ -1312,11 +1684,22 @@ class StateFile(object):
 
 
 def write_atomically(path, data):
-    """Replace path with data so that a crash leaves the old file or the new one."""
+    """Replace path with data so that a crash leaves the old file or the new one.
+
+    The temporary file is mkstemp's: a fresh unpredictable name opened with
+    O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, so nothing planted beside the
+    state file is followed or waited on.  It takes the mode of the file it
+    replaces, so an operator's chmod survives.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    temporary = "%s.tmp-%d" % (path, os.getpid())
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".tmp-", dir=folder)
     try:
-        with open(temporary, "wb") as handle:
+        with os.fdopen(descriptor, "wb") as handle:
+            try:
+                os.fchmod(handle.fileno(), stat.S_IMODE(os.stat(path).st_mode))
+            except (OSError, AttributeError):   # no file yet: mkstemp's 0600 stands
+                pass
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -1368,19 +1751,24 @@ class Notifier(object):
 class Feed(object):
     """What the tracker knows of one feed; touched by the scheduler thread only."""
 
-    __slots__ = ("provider", "seen", "gone", "etag", "last_modified", "digest",
+    __slots__ = ("provider", "seen", "gone", "etag", "last_modified", "body_sha256",
                  "failures", "failing", "due", "busy", "polls")
 
-    def __init__(self, provider):
+    def __init__(self, provider, saved=None):
         self.provider = provider
         self.seen = None          # entry_key -> packed Mark; None until the first good poll
         self.gone = {}            # entry_key -> wall time it left the feed
-        self.etag = self.last_modified = self.digest = None
+        self.etag = self.last_modified = self.body_sha256 = None
         self.failures, self.failing = 0, False
         self.due, self.busy, self.polls = 0.0, False, 0
+        if saved is not None:
+            self.seen, self.gone = saved.seen, dict(saved.gone)
+            self.etag, self.last_modified = saved.etag, saved.last_modified
+            self.body_sha256, self.failures = saved.body_sha256, saved.failures
+            self.failing = saved.failures > 0
 
     def job(self, timeout):
-        return Job(self.provider.url, self.etag, self.last_modified, self.digest, timeout)
+        return Job(self.provider.url, self.etag, self.last_modified, self.body_sha256, timeout)
 
     def remember(self, marks, now):
         """Take the marks of a fresh parse; forget entries gone for GONE_GRACE."""
@@ -1397,6 +1785,13 @@ class Feed(object):
         seen.update(marks)
         self.seen = seen
 
+    def unprint(self, key, undo):
+        """Put an entry's mark back where it was before an event that was not printed."""
+        if undo is None:
+            self.seen.pop(key, None)
+        else:
+            self.seen[key] = undo
+
     def to_json(self):
         """Return what a restart needs to know of this feed, as JSON-ready data."""
         seen = None if self.seen is None else {
@@ -1404,29 +1799,7 @@ class Feed(object):
         gone = {"%016x" % key: since for key, since in self.gone.items()}
         return {"seen": seen, "gone": gone, "etag": self.etag,
                 "last_modified": self.last_modified, "failures": self.failures,
-                "digest": self.digest.hex() if self.digest else None}
-
-    def restore(self, data):
-        """Take back what to_json() gave; raise ValueError if it is unusable."""
-        try:
-            seen = data.get("seen")
-            if seen is not None:
-                seen = {int(key, 16): int(mark) for key, mark in seen.items()}
-            gone = {int(key, 16): float(since)
-                    for key, since in (data.get("gone") or {}).items()}
-            digest = data.get("digest")
-            digest = bytes.fromhex(digest) if digest else None
-            failures = int(data.get("failures") or 0)
-        except (AttributeError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError("bad saved state: %s" % exc)
-        self.seen, self.gone, self.digest = seen, gone, digest
-        self.etag, self.last_modified = _text_or_none(data.get("etag")), \
-            _text_or_none(data.get("last_modified"))
-        self.failures, self.failing = failures, failures > 0
-
-
-def _text_or_none(value):
-    return value if isinstance(value, str) and value else None
+                "body_sha256": self.body_sha256.hex() if self.body_sha256 else None}
 
 
 class _Wakeup(object):
@@ -1476,12 +1849,14 @@ class Tracker(object):
 
     The edges are parameters: fetch (the network), emit and log (stdout and
     stderr), clock and wall (monotonic and epoch time), state (a StateFile or
-    None), notify (systemd) and reload (returns the providers on SIGHUP).
+    None) and saved (what it loaded), notify (systemd) and reload (returns
+    the providers on SIGHUP).  emit raising OSError or ValueError means
+    stdout is gone: run() keeps the unprinted events unprinted and returns 1.
     """
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
                  log=None, clock=time.monotonic, wall=time.time, state=None,
-                 notify=None, reload=None):
+                 notify=None, reload=None, saved=None):
         self.config = config
         self.fetch = fetch if fetch is not None else Fetcher()
         self.emit = emit or (lambda text: None)
@@ -1492,6 +1867,7 @@ class Tracker(object):
         self.feeds = collections.OrderedDict()
         self.stats = collections.Counter()
         self.stopping = False
+        self.unprinted = 0        # events stdout did not take; run() returns 1
         self._queue = []          # heap of (due, sequence, url)
         self._sequence = 0
         self._done = collections.deque()
@@ -1505,7 +1881,7 @@ class Tracker(object):
         # the peak memory (the first round of 5,000 feeds is all parsing).
         self._parsing = threading.BoundedSemaphore(PARSE_SLOTS)
         self._watchdog_at = clock()
-        self._add_feeds(providers, self.state.load() if self.state else {})
+        self._add_feeds(providers, saved or {})
 
     # -- asked from signal handlers or other threads: a flag and a wake-up, no locks
 
@@ -1553,7 +1929,7 @@ class Tracker(object):
                 self.state.save(self.feeds, self._changed)
             self._wakeup.close()
         failed = [f for f in self.feeds.values() if f.polls and f.failing]
-        return 1 if rounds is not None and failed else 0
+        return 1 if self.unprinted or rounds is not None and failed else 0
 
     def summary(self):
         """Return the one-line account of this run."""
@@ -1565,15 +1941,41 @@ class Tracker(object):
                     counts["events"]))
 
     def _publish(self, events):
-        """Save the state, then print: a crash can never make an event print twice."""
+        """Save the state, then print: a crash can never make an event print twice.
+
+        events are (url, Event).  When stdout refuses one, it and the ones
+        after it are taken back out of the state, which is saved again, and
+        the tracker stops: the next run prints them.
+        """
         if events and self.state:
             self._save()
         elif self._changed and self.state and \
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
-        for text in events:
-            self.emit(text)
-        self.stats["events"] += len(events)
+        format_ = format_json if self.config.json else format_event
+        for number, (_, event) in enumerate(events):
+            try:
+                self.emit(format_(event))
+            except (OSError, ValueError) as exc:
+                self._unprint(events[number:], exc)
+                return
+            self.stats["events"] += 1
+
+    def _unprint(self, events, error):
+        done = set()
+        for url, event in events:
+            feed = self.feeds.get(url)
+            if feed is not None and (url, event.key) not in done:
+                done.add((url, event.key))
+                feed.unprint(event.key, event.undo)
+                self._changed.add(url)
+        if self.state:
+            self._save()
+        self.unprinted = len(events)
+        self.log("stdout is closed (%s): %d event%s not printed%s; stopping" % (
+            _describe(error), len(events), "" if len(events) == 1 else "s",
+            "; the next run with this --state prints them" if self.state else ""))
+        self.stopping = True
 
     def _save(self):
         if self.state.save(self.feeds, self._changed):
@@ -1607,12 +2009,7 @@ class Tracker(object):
         now = self.clock()
         spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(providers)))
         for number, provider in enumerate(providers):
-            feed = self.feeds[provider.url] = Feed(provider)
-            if provider.url in saved:
-                try:
-                    feed.restore(saved[provider.url])
-                except ValueError as exc:
-                    self.log("%s: %s; starting it afresh" % (provider.name, exc))
+            feed = self.feeds[provider.url] = Feed(provider, saved.get(state_key(provider.url)))
             # spread the first polls of a long list; a short one starts at once
             self._schedule(feed, now + number * spacing)
 
@@ -1682,7 +2079,7 @@ class Tracker(object):
     # -- applying outcomes (scheduler thread)
 
     def _apply(self, outcome):
-        """Take one poll's outcome into the feed's state; return texts to print."""
+        """Take one poll's outcome into the feed's state; return (url, Event) to print."""
         feed = self.feeds.get(outcome.url)
         if feed is None or not feed.busy:
             return []   # removed by a reload while it was polled
@@ -1703,14 +2100,15 @@ class Tracker(object):
 
     def _diff(self, feed, outcome):
         first = feed.seen is None
-        events, marks = diff_entries(feed.seen or {}, outcome.entries, first,
-                                     self.config.history if first else 0,
-                                     feed.provider.name)
-        feed.remember(marks, self.wall())
-        feed.digest = outcome.digest
+        diff = diff_entries(feed.seen or {}, outcome.entries, first,
+                            self.config.history if first else 0, feed.provider.name)
+        feed.remember(diff.marks, self.wall())
+        feed.body_sha256 = outcome.body_sha256
         self._changed.add(feed.provider.url)
-        format_ = format_json if self.config.json else format_event
-        return [format_(event) for event in events]
+        if self.config.verbose:
+            for note in diff.notes:
+                self.log("%s: %s" % (feed.provider.name, note))
+        return [(feed.provider.url, event) for event in diff.events]
 
     def _failed(self, feed, outcome):
         feed.failures += 1
@@ -1718,7 +2116,7 @@ class Tracker(object):
         if not feed.failing:
             feed.failing = True
             self.log("%s (%s) is failing: %s; retrying with backoff" % (
-                feed.provider.name, feed.provider.url, outcome.error))
+                feed.provider.name, redact(feed.provider.url), outcome.error))
         self._changed.add(feed.provider.url)
         delay = backoff_delay(feed.failures, self.config.interval, outcome.retry_after)
         self._schedule(feed, self.clock() + delay)
@@ -1726,7 +2124,7 @@ class Tracker(object):
     def _recovered(self, feed):
         if feed.failing:
             self.log("%s (%s) recovered after %d failed polls" % (
-                feed.provider.name, feed.provider.url, feed.failures))
+                feed.provider.name, redact(feed.provider.url), feed.failures))
             self._changed.add(feed.provider.url)
         feed.failures, feed.failing = 0, False
 
@@ -1803,13 +2201,13 @@ def build_parser():
     return parser
 
 
-def _providers_of(path):
+def _providers_of(path, notes=None):
     """Return the Providers to watch; raise ConfigError."""
     if path is None:
         path = default_providers_path()
         if not os.path.exists(path):
             return [Provider(OPENAI_FEED, OPENAI_NAME)]
-    return load_providers(path)
+    return load_providers(path, notes)
 
 
 def _safe_stream(stream):
@@ -1833,24 +2231,32 @@ def _writer(stream):
 def main(argv=None):
     """Run the tracker; return the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        providers = _providers_of(args.providers)
-    except ConfigError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 2
     out, err = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     write_err = _writer(err)
 
     def log(text):
         write_err(clean_text(text, 1000))
 
+    def providers_now():
+        notes = []
+        providers = _providers_of(args.providers, notes)
+        for note in notes:
+            log(note)
+        return providers
+
+    state = StateFile(args.state, log) if args.state else None
+    try:
+        providers = providers_now()
+        saved = state.load() if state else {}
+    except ConfigError as exc:
+        log("error: %s" % exc)
+        return 2
     config = Config(args.interval, args.timeout,
                     args.workers or min(MAX_WORKERS, len(providers)),
                     args.history, args.json, args.verbose)
-    state = StateFile(args.state, log) if args.state else None
     fetch = Fetcher(max_idle=_connection_budget(config.workers))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state=state,
-                      notify=Notifier(), reload=lambda: _providers_of(args.providers))
+                      notify=Notifier(), reload=providers_now, saved=saved)
     log("openai_status_tracker %s: watching %d feed%s every %gs" % (
         __version__, len(providers), "" if len(providers) == 1 else "s", args.interval))
     if args.verbose:
@@ -1863,15 +2269,30 @@ def main(argv=None):
         code = 1
     try:
         log(tracker.summary())
+        if tracker.unprinted:
+            _silence(sys.stdout)
         if not tracker.wait_idle(1.0):
             # A request stuck in connect() or DNS would hold the exit until its
             # deadline (the pool joins its threads at exit): SIGTERM must not wait.
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
             os._exit(code)
     finally:
         _restore_signals(previous)
     return code
+
+
+def _silence(stream):
+    """Point a broken stdout at /dev/null, so the exit's flush adds no traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _connection_budget(workers):

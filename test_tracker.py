@@ -183,7 +183,7 @@ def test_incidentio_atom_gives_label_message_and_components():
     assert first.updates == (tracker.Update(
         datetime(2026, 9, 14, 3, 57, 19, 771000, tzinfo=timezone.utc), "Resolved",
         "All impacted services have now fully recovered."),)
-    assert not first.history
+    assert not first.complete
     assert second.components == ()
     assert tracker.state_at(second) == "resolved"
 
@@ -203,7 +203,7 @@ def test_incidentio_rss_reads_content_encoded_and_pubdate():
 
 def test_statuspage_atom_gives_every_block_newest_first():
     (entry, older) = tracker.parse_feed(github_feed(GITHUB_OPEN))
-    assert entry.history
+    assert entry.complete
     assert [u.label for u in entry.updates] == ["Update", "Identified", "Investigating"]
     assert entry.updates[0] == tracker.Update(
         at("2026-07-09 06:01"), "Update", "We are continuing to work on a mitigation.")
@@ -248,7 +248,7 @@ def test_statuspage_rss_with_named_zone_and_affected_components():
         "Wed, 06 Jan 2021 06:10:00 +0000", description)))
     assert entry.updates[0].time == at("2021-01-06 06:04")
     assert entry.components == ("API", "Dashboard", "Webhooks")
-    assert entry.history
+    assert entry.complete
 
 
 @pytest.mark.parametrize("summary, label, message, components", [
@@ -309,7 +309,7 @@ def test_parse_feed_refuses_what_is_not_a_feed(body, reason):
 # ---------------------------------------------------------------- deciding what to print
 
 def diff(seen, body, first=False, history=0):
-    events, marks = tracker.diff_entries(seen, tracker.parse_feed(body), first, history, "P")
+    events, marks, _ = tracker.diff_entries(seen, tracker.parse_feed(body), first, history, "P")
     return [(e.entry.updates[e.index].label, e.kind) for e in events], marks
 
 
@@ -357,14 +357,14 @@ def test_new_incident_after_first_poll_prints_all_its_updates():
 def test_events_of_one_poll_come_oldest_first_across_entries():
     late = openai_entry("B", "b", "2026-09-14T10:00:00Z", "Investigating", "b")
     early = openai_entry("A", "a", "2026-09-14T09:00:00Z", "Investigating", "a")
-    events, _ = tracker.diff_entries({}, tracker.parse_feed(openai_feed(late, early)))
+    events, _, _ = tracker.diff_entries({}, tracker.parse_feed(openai_feed(late, early)))
     assert [e.entry.title for e in events] == ["a", "b"]
 
 
 # ---------------------------------------------------------------- formatting
 
 def first_event(body, provider="OpenAI", history=1):
-    events, _ = tracker.diff_entries({}, tracker.parse_feed(body), True, history, provider)
+    events, _, _ = tracker.diff_entries({}, tracker.parse_feed(body), True, history, provider)
     return events[-1]
 
 
@@ -422,8 +422,7 @@ def test_parse_providers_names_comments_and_defaults():
 
 @pytest.mark.parametrize("text, message", [
     ("https://a.test/x\nftp://a.test/feed\n", "providers.txt:2: only http and https"),
-    ("https://a.test/x A\n\nhttps://a.test/x B\n", "providers.txt:3: https://a.test/x is already listed on line 1"),
-    ("https:///history.atom\n", "providers.txt:1: URL 'https:///history.atom' has no host name"),
+    ("https:///history.atom\n", "providers.txt:1: URL https:///history.atom has no host name"),
     ("https://a.test:99999/x\n", "providers.txt:1: bad URL"),
     ("# nothing\n\n", "providers.txt: no feeds listed"),
 ])
@@ -739,7 +738,7 @@ def test_main_bad_providers_file_exits_2_naming_file_and_line(tmp_path, capsys):
     path = write(tmp_path, "providers.txt", "https://ok.test/feed\nfile:///etc/passwd\n")
     assert tracker.main(["--providers", path]) == 2
     assert capsys.readouterr()[1] == \
-        "error: %s:2: only http and https URLs can be polled, not 'file:///etc/passwd'\n" % path
+        "error: %s:2: only http and https URLs can be polled, not file:///etc/passwd\n" % path
     assert tracker.main(["--providers", str(tmp_path / "absent.txt")]) == 2
     assert "absent.txt: cannot read: No such file or directory" in capsys.readouterr()[1]
 
@@ -1399,7 +1398,7 @@ def test_thousands_of_entries_parse_and_diff_quickly():
                              "Resolved - fixed.") for n in range(5000))
     started = time.monotonic()
     entries = tracker.parse_feed(rss_feed(items))
-    events, marks = tracker.diff_entries({}, entries, True)
+    events, marks, _ = tracker.diff_entries({}, entries, True)
     assert len(entries) == len(marks) == 5000 and events == []
     assert time.monotonic() - started < 3.0
 
@@ -1533,10 +1532,10 @@ def test_real_feeds_parse_with_dates_and_labels(name, count):
 
 
 def test_real_github_ongoing_then_resolved_prints_only_the_new_blocks():
-    events, marks = tracker.diff_entries(
+    events, marks, _ = tracker.diff_entries(
         {}, tracker.parse_feed(shared("github-statuspage-history-20260709-ongoing.atom")), True)
     assert [tracker.state_at(e.entry, e.index) for e in events] == ["investigating"]
-    events, _ = tracker.diff_entries(
+    events, _, _ = tracker.diff_entries(
         marks, tracker.parse_feed(shared("github-statuspage-history-20260710.atom")))
     labels = [e.entry.updates[e.index].label for e in events]
     assert labels[-1] == "Resolved" and len(labels) == 11
@@ -1550,7 +1549,7 @@ def test_real_github_maintenance_scheduled_in_progress_completed():
              "github-statuspage-history-20250531-maint-completed.atom"]
     marks, printed = {}, []
     for number, name in enumerate(names):
-        events, new = tracker.diff_entries(marks, tracker.parse_feed(shared(name)), number == 0)
+        events, new, _ = tracker.diff_entries(marks, tracker.parse_feed(shared(name)), number == 0)
         marks.update(new)
         printed += [(e.entry.id, e.entry.title, e.entry.updates[e.index].label) for e in events
                     if tracker.is_maintenance(e.entry)]
@@ -1559,7 +1558,7 @@ def test_real_github_maintenance_scheduled_in_progress_completed():
 
 
 def test_real_claude_feed_first_poll_shows_the_open_incident():
-    events, _ = tracker.diff_entries(
+    events, _, _ = tracker.diff_entries(
         {}, tracker.parse_feed(shared("anthropic-claude-statuspage-history-20261008.atom")),
         True, 0, "Claude")
     assert [tracker.format_event(e).splitlines()[0] for e in events] == [
@@ -1629,7 +1628,7 @@ def test_state_file_carries_over_restarts_without_repeats_or_misses(server, tmp_
     assert once(providers, state, capsys)[0] == []
     with open(state) as handle:
         saved = json.load(handle)
-    assert saved["version"] == 1
+    assert saved["version"] == 2
     assert len(saved["feeds"][server.url + "/gh"]["seen"]) == 2
 
 
@@ -1645,11 +1644,19 @@ def test_a_corrupt_state_file_is_reported_and_set_aside(server, tmp_path, capsys
     assert once(providers, state, capsys)[0] == []    # the new state file works
 
 
+def format_1_mark(entry):
+    """The mark tracker 1.0 saved: crc32 of <updated>, updates seen, crc32 of the text."""
+    newest = entry.updates[0]
+    text = "\n".join((newest.label, newest.message) + entry.components)
+    return (zlib.crc32(entry.updated.encode()) << 48 | len(entry.updates) << 32
+            | zlib.crc32(text.encode()))
+
+
 def test_a_state_file_from_an_older_tracker_keeps_working(server, tmp_path, capsys):
     # the first format: no "version", no validators, no digest, no backoff counters
     server.script.set("/gh", github_feed(GITHUB_OPEN))
     entries = tracker.parse_feed(github_feed(GITHUB_OPEN[1:]))
-    seen = {"%016x" % tracker.entry_key(e.id): tracker.mark_of(e).pack() for e in entries}
+    seen = {"%016x" % tracker.entry_key(e.id): format_1_mark(e) for e in entries}
     state = write(tmp_path, "state.json", json.dumps(
         {"feeds": {server.url + "/gh": {"seen": seen}}}))
     providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
@@ -1659,7 +1666,7 @@ def test_a_state_file_from_an_older_tracker_keeps_working(server, tmp_path, caps
 
 def test_a_crash_while_writing_the_state_leaves_the_old_file(tmp_path, monkeypatch):
     path = str(tmp_path / "state.json")
-    old = {"version": 1, "feeds": {"http://x.test/feed": {"seen": {"00000000000000a1": 2}}}}
+    old = {"version": 2, "feeds": {"http://x.test/feed": {"seen": {"00000000000000a1": 2}}}}
     tracker.write_atomically(path, json.dumps(old).encode())
 
     def crash(descriptor):
@@ -1671,7 +1678,8 @@ def test_a_crash_while_writing_the_state_leaves_the_old_file(tmp_path, monkeypat
     # a real crash leaves its temporary file behind: loading ignores it
     write(tmp_path, "state.json.tmp-12345", '{"version": 1, "fee')
     logs = []
-    assert tracker.StateFile(path, logs.append).load() == old["feeds"]
+    assert tracker.StateFile(path, logs.append).load() == {"http://x.test/feed": tracker.SavedFeed(
+        {0xa1: 2}, {}, None, None, None, 0)}
     assert logs == []
 
 
