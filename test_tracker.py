@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import socketserver
+import stat
 import struct
 import subprocess
 import sys
@@ -1803,3 +1804,273 @@ def test_a_state_file_that_cannot_be_written_is_reported_once(tmp_path):
     feeds = {"http://x.test/feed": tracker.Feed(tracker.Provider("http://x.test/feed", "X"))}
     assert not state.save(feeds, set(feeds)) and not state.save(feeds, set())
     assert len(logs) == 1 and logs[0].startswith("cannot write state file ")
+
+
+# ---------------------------------------------------------------- exactly once, whatever the server hands out
+
+GITHUB_ONGOING = "github-statuspage-history-20260709-ongoing.atom"
+GITHUB_NEXT_DAY = "github-statuspage-history-20260710.atom"
+CLAUDE = "anthropic-claude-statuspage-history-20261008.atom"
+OPENAI = "openai-incidentio-history-20260914.atom"
+CLAUDE_ETAG = 'W/"7e3e14ea929639ba0df468926ca20ff8"'    # what status.claude.com sent with it
+
+
+def with_new_entry(feed, entry):
+    """A captured Atom feed with one more entry on top."""
+    at_ = feed.index(b"<entry>")
+    return feed[:at_] + entry.encode("utf-8") + feed[at_:]
+
+
+def saved_feeds(state):
+    with open(state) as handle:
+        return json.load(handle)["feeds"]
+
+
+def test_four_restarts_where_only_some_feeds_change_repeat_nothing_and_miss_nothing(
+        server, tmp_path, capsys):
+    # Three real captures; between runs only one feed changes (or none).
+    script = server.script
+    script.set("/gh", shared(GITHUB_ONGOING), etag='W/"gh1"')
+    script.set("/claude", shared(CLAUDE), etag=CLAUDE_ETAG)
+    script.set("/oa", shared(OPENAI))                       # incident.io: no validators
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n%s/claude Claude\n%s/oa OpenAI\n"
+                      % (server.url, server.url, server.url))
+    state = str(tmp_path / "state.json")
+    statuses, _ = once(providers, state, capsys)             # A: the two open incidents
+    assert sorted(status.split(" - ")[0] for status in statuses) == ["Monitoring", "Update"]
+    assert len(saved_feeds(state)) == 3
+    script.set("/gh", shared(GITHUB_NEXT_DAY), etag='W/"gh2"')
+    statuses, _ = once(providers, state, capsys)             # B: GitHub's 11 new blocks
+    assert len(statuses) == 11 and statuses[-1].startswith("Resolved - ")
+    assert len(saved_feeds(state)) == 3
+    assert once(providers, state, capsys)[0] == []           # C: nothing repeated
+    assert len(saved_feeds(state)) == 3
+    # D: an incident opened and resolved on OpenAI while the tracker was down
+    script.set("/oa", with_new_entry(shared(OPENAI), openai_entry(
+        "01NEWNEWNEWNEWNEWNEWNEWNEW", "Brief errors", "2026-09-14T05:30:00.000Z",
+        "Resolved", "It is over.", ["Chat Completions (Operational)"])))
+    assert once(providers, state, capsys)[0] == ["Resolved - It is over."]
+    assert len(saved_feeds(state)) == 3
+    assert once(providers, state, capsys)[0] == []
+
+
+STATUSPAGE_3 = GITHUB_OPEN
+STATUSPAGE_2 = GITHUB_OPEN[1:]
+
+
+def test_a_stale_statuspage_copy_between_newer_ones_prints_nothing():
+    _, marks = diff({}, github_feed(STATUSPAGE_2), first=True)
+    events, marks = diff(marks, github_feed(STATUSPAGE_3))
+    assert events == [("Update", "update")]
+    for _ in range(3):                                     # 3 -> 2 -> 3 -> 2 ...
+        events, marks = diff(marks, github_feed(STATUSPAGE_2))
+        assert events == []
+        events, marks = diff(marks, github_feed(STATUSPAGE_3))
+        assert events == []
+
+
+def test_a_stale_incidentio_copy_between_newer_ones_prints_nothing():
+    older = openai_entry("X1", "Errors", "2026-09-14T03:00:00.000Z", "Investigating", "Looking.")
+    newer = openai_entry("X1", "Errors", "2026-09-14T03:30:00.000Z", "Resolved", "Fixed.")
+    _, marks = diff({}, openai_feed(older), first=True)
+    events, marks = diff(marks, openai_feed(newer))
+    assert events == [("Resolved", "update")]
+    for _ in range(3):
+        assert diff(marks, openai_feed(older))[0] == []
+        events, marks = diff(marks, openai_feed(newer))
+        assert events == []
+
+
+def test_a_cdn_alternating_old_and_new_copies_prints_each_update_once_and_logs_stale(server):
+    copies = [github_feed(STATUSPAGE_2), github_feed(STATUSPAGE_3)]
+    served = []
+
+    def alternate(handler):     # 2, 3, 2, 3, ... blocks, as a CDN with two copies would
+        body = copies[len(served) % 2]
+        served.append(body)
+        reply(handler, body)
+    server.script.set("/gh", alternate)
+    config = tracker.Config(interval=0.02, history=0, verbose=True)
+    lines, logs, _ = run_tracker([tracker.Provider(server.url + "/gh", "GitHub")], config,
+                                 lambda lines, logs: len(served) >= 12)
+    assert [line.splitlines()[1] for line in lines] == [
+        "Status: Identified - We have identified the cause.",           # first poll: open
+        "Status: Update - We are continuing to work on a mitigation."]  # then once
+    assert any("stale copy: 1 entries older than already seen" in line for line in logs)
+
+
+def test_a_stale_copy_after_a_restart_does_not_rewind_the_state_file(server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/gh", github_feed(STATUSPAGE_2))
+    assert len(once(providers, state, capsys)[0]) == 1
+    server.script.set("/gh", github_feed(STATUSPAGE_3))
+    assert len(once(providers, state, capsys)[0]) == 1
+    marks = saved_feeds(state)[server.url + "/gh"]["seen"]
+    server.script.set("/gh", github_feed(STATUSPAGE_2))
+    assert once(providers, state, capsys)[0] == []
+    assert saved_feeds(state)[server.url + "/gh"]["seen"] == marks
+    server.script.set("/gh", github_feed(STATUSPAGE_3))
+    assert once(providers, state, capsys)[0] == []
+
+
+def test_components_listed_in_another_order_are_no_news():
+    first = openai_entry("C1", "Errors", "2026-09-14T03:00:00.000Z", "Resolved", "Fixed.",
+                         ["Chat Completions (Operational)", "Responses (Operational)"])
+    reordered = openai_entry("C1", "Errors", "2026-09-14T03:05:00.000Z", "Resolved", "Fixed.",
+                             ["Responses (Operational)", "Chat Completions (Operational)"])
+    _, marks = diff({}, openai_feed(first), first=True)
+    assert diff(marks, openai_feed(reordered))[0] == []
+
+
+def test_an_old_block_deleted_and_a_new_one_added_prints_the_new_one():
+    _, marks = diff({}, github_feed(GITHUB_OPEN), first=True)
+    swapped = [("Jul 9", "06:30", "Monitoring", "A fix is rolling out.")] + GITHUB_OPEN[:2]
+    assert diff(marks, github_feed(swapped))[0] == [("Monitoring", "update")]
+
+
+def test_two_new_blocks_in_the_same_minute_print_one_by_one():
+    _, marks = diff({}, github_feed(GITHUB_OPEN), first=True)
+    one = [("Jul 9", "06:30", "Monitoring", "A fix is rolling out.")] + GITHUB_OPEN
+    events, marks = diff(marks, github_feed(one))
+    assert events == [("Monitoring", "update")]
+    two = [("Jul 9", "06:30", "Resolved", "Done.")] + one
+    assert diff(marks, github_feed(two))[0] == [("Resolved", "update")]
+
+
+def test_an_undated_item_prints_when_its_state_or_message_changes():
+    item = lambda label: rss_item("Database", "urn:db", "", "%s - Replica lag." % label)
+    _, marks = diff({}, rss_feed(item("Investigating")), first=True)
+    events, marks = diff(marks, rss_feed(item("Resolved")))
+    assert events == [("Resolved", "update")]
+    assert diff(marks, rss_feed(item("Resolved")))[0] == []
+
+
+def test_blocks_across_new_year_in_an_entry_with_only_published():
+    blocks = statuspage_blocks([("Jan 1", "00:30", "Resolved", "Fixed."),
+                                ("Dec 31", "23:50", "Investigating", "Looking.")])
+    entry = """<entry><id>tag:x,2005:Incident/1</id><published>2025-12-31T23:50:00Z</published>
+      <link href="https://x.test/incidents/1"/><title>T</title>
+      <content type="html">%s</content></entry>""" % html.escape(blocks, quote=False)
+    feed = ('<feed xmlns="http://www.w3.org/2005/Atom">%s</feed>' % entry).encode()
+    [parsed] = tracker.parse_feed(feed)
+    assert [u.time for u in parsed.updates] == [at("2026-01-01 00:30"), at("2025-12-31 23:50")]
+
+
+@pytest.mark.parametrize("written, expected, note", [
+    ("Mar 2, 10:00 MSK", "2026-03-02 07:00", ""),
+    ("Mar 2, 10:00 -03", "2026-03-02 13:00", ""),
+    ("Mar 2, 10:00 +05:30", "2026-03-02 04:30", ""),
+    ("Mar 2, 10:00 UTC", "2026-03-02 10:00", ""),
+    ("Mar 2, 10:00 XYZT", "2026-03-02 10:00", "XYZT"),
+])
+def test_block_zones_numeric_named_and_unknown(written, expected, note):
+    assert tracker.parse_block_date(written, at("2026-03-02 12:00")) == (at(expected), note)
+
+
+def test_unknown_block_zone_is_said_at_verbose():
+    content = html.escape("<p><small>Mar 2, 10:00 XYZT</small><br><strong>Resolved</strong>"
+                          " - Fixed.</p>", quote=False)
+    feed = ('<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>i</id><updated>'
+            '2026-03-02T10:00:00Z</updated><title>T</title><content type="html">%s</content>'
+            '</entry></feed>' % content).encode()
+    notes = tracker.diff_entries({}, tracker.parse_feed(feed), True).notes
+    assert notes == ["zone 'XYZT' of block date 'Mar 2, 10:00 XYZT' not known; read as UTC"]
+
+
+def test_a_changed_id_scheme_is_history_not_news_but_a_new_incident_still_prints():
+    entries = [openai_entry("A%d" % n, "Old %d" % n, "2026-09-1%dT03:00:00.000Z" % n,
+                            "Resolved", "Fixed.") for n in range(1, 5)]
+    _, marks = diff({}, openai_feed(*entries), first=True)
+    # incident.io fixes its double slash: every id changes; one incident is really new
+    moved = [e.replace("//incidents/", "/incidents/") for e in entries]
+    new = openai_entry("B1", "New", "2026-09-14T05:00:00.000Z", "Investigating", "Looking.")
+    result = tracker.diff_entries(marks, tracker.parse_feed(openai_feed(new, *moved)))
+    # The newest old incident is within the hour of the newest news: it prints
+    # again (the price of never taking a new incident for history).
+    assert [e.entry.title for e in result.events] == ["Old 4", "New"]
+    assert result.notes == ["3 entries new to the tracker but older than its newest news by "
+                            "over 3600s: remembered as history, not printed"]
+
+
+def test_one_feed_in_two_spellings_is_one_feed_and_the_dropped_line_is_named(tmp_path, capsys):
+    notes = []
+    text = ("HTTP://Status.Example.COM:80/x Example\nhttp://status.example.com/x#top Again\n"
+            "http://status.example.com/./a/../x Third\nhttps://other.test/feed\tExample  Status\n")
+    assert tracker.parse_providers(text, "p.txt", notes) == [
+        tracker.Provider("http://status.example.com/x", "Example"),
+        tracker.Provider("https://other.test/feed", "Example Status")]
+    assert notes == ["p.txt:2: http://status.example.com/x is already listed on line 1; line dropped",
+                     "p.txt:3: http://status.example.com/x is already listed on line 1; line dropped"]
+
+
+# ---------------------------------------------------------------- the state file can never stop it
+
+def deep_nesting(depth):
+    return '{"version": 2, "feeds": {"x": %s}}' % ("[" * depth + "]" * depth)
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"version": "2", "feeds": {}}', "not a tracker state file (format '2')"),
+    ('{"version": null, "feeds": {}}', "not a tracker state file (format None)"),
+    ('{"version": [1], "feeds": {}}', "not a tracker state file (format [1])"),
+    ('{"version": 3, "feeds": {}}', "written by a newer tracker (format 3)"),
+    ('{"version": 2, "feeds": {"http://x/": {"gone": {"01": Infinity}}}}',
+     "not valid JSON: Infinity is not a number"),
+    ('{"version": 2, "feeds": {"http://x/": {"seen": [1, 2]}}}', "'seen' is not an object"),
+    ('{"version": 2, "feeds": {"http://x/": {"seen": {"zz": 1}}}}', "bad entry key 'zz'"),
+    ('{"version": 2, "feeds": {"http://x/": {"seen": {"01": "1"}}}}', "bad mark '1'"),
+    ('{"version": 2, "feeds": {"http://x/": {"failures": true}}}', "'failures' is not a count"),
+    ('{"version": 2, "feeds": {"http://x/": []}}', "a feed is not an object"),
+    (deep_nesting(200000), "not valid JSON: nested too deep"),
+    ('[]', "not a tracker state file"),
+], ids=["version str", "version null", "version list", "newer", "Infinity", "seen list",
+        "bad key", "mark str", "bool count", "feed list", "deep nesting", "a list"])
+def test_any_state_file_content_is_used_or_set_aside_with_one_line(
+        server, tmp_path, capsys, content, why):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = write(tmp_path, "state.json", content)
+    statuses, err = once(providers, state, capsys)
+    assert statuses == ["Update - We are continuing to work on a mitigation."]   # a first poll
+    [line] = [line for line in err.splitlines() if "unusable" in line]
+    assert line.startswith("state file %s is unusable (%s); moved to %s.bad-" % (state, why, state))
+    assert "Traceback" not in err
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith("state.json.bad-")]
+
+
+def test_an_oversized_state_file_is_set_aside_unread(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    with open(state, "wb") as handle:
+        handle.truncate(tracker.MAX_STATE_BYTES + 1)     # sparse: 64 MiB of nothing, instantly
+    statuses, err = once(providers, state, capsys)
+    assert len(statuses) == 1
+    assert "is unusable (larger than %d bytes)" % tracker.MAX_STATE_BYTES in err
+
+
+def test_a_directory_as_state_file_is_exit_2_and_never_renamed(tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "http://127.0.0.1:9/x\n")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    assert tracker.main(["--once", "--providers", providers, "--state", str(folder)]) == 2
+    assert capsys.readouterr()[1] == "error: state file %s: not a regular file\n" % folder
+    assert sorted(os.listdir(str(tmp_path))) == ["p.txt", "state"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_the_temporary_state_file_follows_no_planted_link_and_keeps_the_operators_mode(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / "state.json")
+    victim = tmp_path / "victim"
+    victim.write_text(u"precious")
+    # what the old name scheme (FILE.tmp-<pid>) would have opened
+    os.symlink(str(victim), "%s.tmp-%d" % (path, os.getpid()))
+    os.mkfifo("%s.tmp-%d" % (path, os.getpid() + 1))
+    tracker.write_atomically(path, b'{"version": 2, "feeds": {}}')
+    assert victim.read_text() == u"precious"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    tracker.write_atomically(path, b'{"version": 2, "feeds": {}}')
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
