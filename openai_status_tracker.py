@@ -1786,11 +1786,16 @@ class Feed(object):
         self.seen = seen
 
     def unprint(self, key, undo):
-        """Put an entry's mark back where it was before an event that was not printed."""
+        """Put an entry's mark back where it was before an event that was not printed.
+
+        The validators and the body's sha256 go too: the next poll must read
+        and diff the feed again, not take a 304 for "nothing new".
+        """
         if undo is None:
             self.seen.pop(key, None)
         else:
             self.seen[key] = undo
+        self.etag = self.last_modified = self.body_sha256 = None
 
     def to_json(self):
         """Return what a restart needs to know of this feed, as JSON-ready data."""

@@ -7,6 +7,7 @@ No test touches the internet.
 """
 
 import ast
+import base64
 import email.utils
 import gzip
 import html
@@ -2074,3 +2075,231 @@ def test_the_temporary_state_file_follows_no_planted_link_and_keeps_the_operator
     os.chmod(path, 0o640)
     tracker.write_atomically(path, b'{"version": 2, "feeds": {}}')
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+# ---------------------------------------------------------------- secrets never shown
+
+def test_a_feed_url_with_secrets_is_redacted_everywhere_and_sent_as_basic_auth(
+        server, tmp_path, capsys):
+    route = "/gh?token=t0ken"
+    server.script.set(route, b"down", status=500)
+    url = "http://user:s3cret@%s%s" % (server.url[len("http://"):], route)
+    providers = write(tmp_path, "p.txt", url + " GitHub\n")
+    state = str(tmp_path / "state.json")
+    args = ["--once", "-v", "--providers", providers, "--state", state]
+    assert tracker.main(args) == 1
+    server.script.set(route, github_feed(GITHUB_OPEN))
+    assert tracker.main(args) == 0
+    out, err = capsys.readouterr()
+    assert "GitHub (http://user:***@%s/gh?token=***) is failing: HTTP 500" % server.url[7:] in err
+    with open(state) as handle:
+        saved = handle.read()
+    for secret in ("s3cret", "t0ken"):
+        assert secret not in out + err + saved
+    [key] = json.loads(saved)["feeds"]
+    assert key.startswith("http://user:***@%s/gh?token=***#sha256=" % server.url[7:])
+    authorization = "Basic " + base64.b64encode(b"user:s3cret").decode()
+    assert [h.get("Authorization") for _, h in server.script.requests] == [authorization] * 2
+
+
+def test_basic_auth_follows_a_redirect_to_the_same_origin_only(server):
+    other = Server(("127.0.0.1", 0), Handler)
+    other.script = Script()
+    other.script.set("/feed", b"<rss/>")
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    try:
+        server.script.set("/same", b"", status=302, headers={"Location": "/feed"})
+        server.script.set("/feed", b"<rss/>")
+        server.script.set("/away", b"", status=302, headers={
+            "Location": "http://127.0.0.1:%d/feed" % other.server_address[1]})
+        base = "http://u:p@" + server.url[len("http://"):]
+        fetch = tracker.Fetcher()
+        assert fetch(base + "/same").body == fetch(base + "/away").body == b"<rss/>"
+        sent = dict((path, h.get("Authorization")) for path, h in server.script.requests)
+        assert sent["/feed"] == "Basic " + base64.b64encode(b"u:p").decode()
+        assert other.script.requests[0][1].get("Authorization") is None
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+# ---------------------------------------------------------------- printing is part of delivery
+
+def test_events_stdout_refuses_stay_unprinted_and_the_next_run_prints_them(server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN[2:]))
+    providers = [tracker.Provider(server.url + "/gh", "GitHub")]
+    path = str(tmp_path / "state.json")
+
+    def run(emit):
+        logs = []
+        state = tracker.StateFile(path, logs.append)
+        poller = tracker.Tracker(providers, tracker.Config(), emit=emit, log=logs.append,
+                                 state=state, saved=state.load())
+        return poller.run(rounds=1), logs
+
+    assert run(lambda text: None) == (0, [])                    # the open incident
+    server.script.set("/gh", github_feed(GITHUB_RESOLVED, "2026-07-09T13:52:00Z"))
+    taken = []
+
+    def closing_after_one(text):
+        if taken:
+            raise BrokenPipeError(32, "Broken pipe")
+        taken.append(text.splitlines()[1])
+    code, logs = run(closing_after_one)
+    assert code == 1 and taken == ["Status: Identified - We have identified the cause."]
+    assert logs == ["stdout is closed (BrokenPipeError: [Errno 32] Broken pipe): 3 events not "
+                    "printed; the next run with this --state prints them; stopping"]
+    lines = []
+    assert run(lines.append)[0] == 0
+    assert [line.splitlines()[1] for line in lines] == [
+        "Status: Update - We are continuing to work on a mitigation.",
+        "Status: Update - Actions have recovered.",
+        "Status: Resolved - This incident has been resolved."]
+
+
+def test_a_closed_stdout_is_one_line_exit_1_and_the_next_run_prints_what_it_lost(
+        server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    args = [sys.executable, SCRIPT, "--once", "--providers", providers,
+            "--state", str(tmp_path / "state.json")]
+    reader, writer = os.pipe()
+    os.close(reader)                  # as after `| head -n 0`, or journald gone
+    try:
+        done = subprocess.run(args, stdout=writer, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=30)
+    finally:
+        os.close(writer)
+    assert done.returncode == 1
+    assert [line for line in done.stderr.splitlines() if "stdout" in line] == [
+        "stdout is closed (BrokenPipeError: [Errno 32] Broken pipe): 1 event not printed; "
+        "the next run with this --state prints them; stopping"]
+    for noise in ("Traceback", "Exception ignored", "BrokenPipeError: [Errno 32] Broken pipe\n"):
+        assert noise not in done.stderr
+    again = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=30)
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[1] == \
+        "Status: Update - We are continuing to work on a mitigation."
+
+
+# ---------------------------------------------------------------- HTTP as servers really speak it
+
+TLS_PEM = os.path.join(HERE, "testdata", "tls-localhost.pem")   # self-signed, CN=localhost
+
+
+def tls_contexts():
+    """(server context, client context that trusts it) for 127.0.0.1."""
+    import ssl
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(TLS_PEM)
+    return served, ssl.create_default_context(cafile=TLS_PEM)
+
+
+def answering_over_tls(context, answer):
+    """A raw-server behaviour: TLS, then `answer` (bytes) to each request."""
+    def behaviour(sock):
+        tls = context.wrap_socket(sock, server_side=True)
+        while True:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            tls.sendall(answer)
+    return behaviour
+
+
+def http_answer(body, status="200 OK", headers=""):
+    return ("HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n" % (
+        status, headers, len(body))).encode() + body
+
+
+def test_keep_alive_over_tls_never_reads_bytes_nobody_asked_for_as_an_answer(raw_server):
+    served, client = tls_contexts()
+    body = b"<rss/>"
+    junk = http_answer(b"J" * 9000)   # more than the reader's 8 KB buffer: the rest stays in TLS
+    peers = []
+
+    def behaviour(sock):
+        peers.append(sock.getpeername())
+        answering_over_tls(served, http_answer(body) + junk)(sock)
+    url = "https://127.0.0.1:%d/feed" % raw_server(behaviour)
+    fetch = tracker.Fetcher(tls=client)
+    assert [fetch(url).body for _ in range(3)] == [body] * 3
+    assert len(peers) == 3            # each out-of-step connection was closed
+
+
+def test_informational_answers_before_the_final_one_are_skipped(raw_server):
+    body = github_feed(GITHUB_OPEN)
+
+    def behaviour(sock):
+        sock.recv(65536)
+        sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 102 Processing\r\n\r\n" + http_answer(body))
+    outcome = poll_once("http://127.0.0.1:%d/feed" % raw_server(behaviour))
+    assert outcome.error is None and len(outcome.entries) == 2
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_every_redirect_status_is_followed_on_every_python(server, status):
+    server.script.set("/old", b"", status=status, headers={"Location": "/gh"})
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    assert tracker.Fetcher()(server.url + "/old").body == github_feed(GITHUB_OPEN)
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused(server, raw_server):
+    served, client = tls_contexts()
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    moved = http_answer(b"", "301 Moved", "Location: %s/gh\r\n" % server.url)
+    url = "https://127.0.0.1:%d/feed" % raw_server(answering_over_tls(served, moved))
+    with pytest.raises(tracker.FeedError, match="redirect from https to plain http refused"):
+        tracker.Fetcher(tls=client)(url)
+    assert server.script.requests == []
+
+
+def test_a_tls_failure_names_its_reason(raw_server):
+    served, _ = tls_contexts()
+    url = "https://127.0.0.1:%d/feed" % raw_server(answering_over_tls(served, b""))
+    outcome = poll_once(url)
+    if sys.version_info >= (3, 7):     # ssl.SSLCertVerificationError.verify_message
+        assert re.match(r"TLS certificate not accepted: self.signed certificate", outcome.error)
+    else:
+        assert outcome.error.startswith("TLS error: "), outcome.error
+
+
+@pytest.mark.parametrize("etag", [b'"a\x01b"', b'"a"\r\n "folded"', b'"' + b"x" * 2000 + b'"'])
+def test_a_validator_that_cannot_be_sent_back_is_not_kept(raw_server, etag):
+    requests = []
+
+    def behaviour(sock):
+        while True:
+            request = sock.recv(65536)
+            if not request:
+                return
+            requests.append(request)
+            sock.sendall(http_answer(b"<rss/>", headers="ETag: %s\r\n" % etag.decode("latin-1")))
+    url = "http://127.0.0.1:%d/feed" % raw_server(behaviour)
+    fetch = tracker.Fetcher()
+    first = fetch(url)
+    assert first.etag is None
+    assert fetch(url, first.etag).status == 200
+    assert all(b"If-None-Match" not in request for request in requests)
+
+
+def test_a_bad_validator_in_the_state_file_is_dropped_not_a_failure_forever(
+        server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = write(tmp_path, "state.json", json.dumps({"version": 2, "feeds": {
+        server.url + "/gh": {"seen": None, "etag": u"W/\"\u20ac\"\r\nX-Evil: 1"}}}))
+    statuses, _ = once(providers, state, capsys)
+    assert len(statuses) == 1
+    assert "If-None-Match" not in server.script.requests[-1][1]
+
+
+@pytest.mark.parametrize("hidden", [u"\u200b", u"\u200c", u"\u200d", u"\u061c", u"\u2060",
+                                    u"\u2064", u"\ufeff", u"\U000e0041", u"\U000e007f"])
+def test_invisible_format_characters_are_removed_from_printed_text(hidden):
+    assert tracker.clean_text(u"Resol%sved" % hidden) == "Resolved"
