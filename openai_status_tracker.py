@@ -31,12 +31,17 @@ prints every update once, oldest first.  A feed that fails is reported once
 when it starts failing and once when it recovers, and retried with backoff.
 
 Exit codes: 0 normal, also when stopped by SIGTERM or Ctrl+C; 1 runtime
-failure, or --once when a feed could not be read; 2 bad usage or providers file.
+failure, stdout closed, or --once when a feed could not be read; 2 bad usage,
+providers file or --state path.
 
 With --state FILE it keeps what it printed (and the feeds' validators and
 failure counts) in FILE, written atomically before each event is printed, so
 a restart repeats nothing and prints what happened while it was down.  A state
-file that cannot be used is reported and renamed FILE.bad-<time>.
+file whose content cannot be used is reported and renamed FILE.bad-<time>.
+When stdout refuses an event, it and the ones after it are taken back out of
+the state and the tracker exits 1: the next run prints them.  A mark only
+moves forward, so an older copy of a feed (a CDN's) prints nothing.  URLs in
+logs and in the state file have their password and query values hidden.
 
 Signals: SIGTERM and SIGINT stop it at once (exit 0); SIGHUP re-reads the
 providers file (a broken one is reported and the old list kept); SIGUSR1 logs
