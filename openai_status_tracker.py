@@ -1858,21 +1858,21 @@ class Tracker(object):
     """Poll feeds on schedule with a thread pool; the thread calling run() owns all state.
 
     The edges are parameters: fetch (the network), emit and log (stdout and
-    stderr), clock and wall (monotonic and epoch time), state (a StateFile or
-    None) and saved (what it loaded), notify (systemd) and reload (returns
+    stderr), clock and wall (monotonic and epoch time), state_file (a
+    StateFile or None) and saved (what it loaded), notify (systemd) and reload (returns
     the providers on SIGHUP).  emit raising OSError or ValueError means
     stdout is gone: run() keeps the unprinted events unprinted and returns 1.
     """
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
-                 log=None, clock=time.monotonic, wall=time.time, state=None,
+                 log=None, clock=time.monotonic, wall=time.time, state_file=None,
                  notify=None, reload=None, saved=None):
         self.config = config
         self.fetch = fetch if fetch is not None else Fetcher()
         self.emit = emit or (lambda text: None)
         self.log = log or (lambda text: None)
         self.clock, self.wall = clock, wall
-        self.state, self.reload_source = state, reload
+        self.state_file, self.reload_source = state_file, reload
         self.notifier = notify or Notifier({})
         self.feeds = collections.OrderedDict()
         self.stats = collections.Counter()
@@ -1886,6 +1886,9 @@ class Tracker(object):
         self._changed = set()     # urls whose state is not saved yet
         self._saved_at = clock()
         self._ready = False
+        self._unpolled = set()    # feeds the first round still waits for
+        self._held = []           # (url, Event) of the first round, printed when it ends
+        self._once = False
         self._sleeping = True     # the scheduler is in, or about to enter, select()
         # Parsing holds the GIL: more parses at once only add their trees to
         # the peak memory (the first round of 5,000 feeds is all parsing).
@@ -1919,6 +1922,7 @@ class Tracker(object):
     def run(self, rounds=None):
         """Poll until stopped (or each feed `rounds` times); return an exit code."""
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.workers)
+        self._once = rounds is not None
         try:
             while not self.stopping and not self._finished(rounds):
                 self._launch_due(pool, rounds)
@@ -1927,7 +1931,7 @@ class Tracker(object):
                 events = []
                 while self._done:
                     events += self._apply(self._done.popleft())
-                self._publish(events)
+                self._publish(self._in_stable_order(events))
                 self._tell_systemd()
         finally:
             self.notifier.send("STOPPING=1")
@@ -1935,8 +1939,9 @@ class Tracker(object):
                 if hasattr(self.fetch, ending):
                     getattr(self.fetch, ending)()
             pool.shutdown(wait=False)
-            if self._changed and self.state:
-                self.state.save(self.feeds, self._changed)
+            self._take_back(self._held)        # stopped before the first round ended
+            if self._changed and self.state_file:
+                self.state_file.save(self.feeds, self._changed)
             self._wakeup.close()
         failed = [f for f in self.feeds.values() if f.polls and f.failing]
         return 1 if self.unprinted or rounds is not None and failed else 0
@@ -1957,9 +1962,9 @@ class Tracker(object):
         after it are taken back out of the state, which is saved again, and
         the tracker stops: the next run prints them.
         """
-        if events and self.state:
+        if events and self.state_file:
             self._save()
-        elif self._changed and self.state and \
+        elif self._changed and self.state_file and not self._held and \
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
         format_ = format_json if self.config.json else format_event
@@ -1967,33 +1972,46 @@ class Tracker(object):
             try:
                 self.emit(format_(event))
             except (OSError, ValueError) as exc:
-                self._unprint(events[number:], exc)
+                lost = events[number:]
+                self._take_back(lost)
+                if self.state_file:
+                    self._save()
+                self.unprinted, self.stopping = len(lost), True
+                self.log("stdout is closed (%s): %d event%s not printed%s; stopping" % (
+                    _describe(exc), len(lost), "" if len(lost) == 1 else "s",
+                    "; the next run with this --state prints them" if self.state_file else ""))
                 return
             self.stats["events"] += 1
 
-    def _unprint(self, events, error):
+    def _take_back(self, events):
+        """Mark (url, Event) pairs as not printed: the next run prints them."""
         done = set()
         for url, event in events:
             feed = self.feeds.get(url)
             if feed is not None and (url, event.key) not in done:
-                done.add((url, event.key))
+                done.add((url, event.key))    # its first unprinted event says where to go back to
                 feed.unprint(event.key, event.undo)
                 self._changed.add(url)
-        if self.state:
-            self._save()
-        self.unprinted = len(events)
-        self.log("stdout is closed (%s): %d event%s not printed%s; stopping" % (
-            _describe(error), len(events), "" if len(events) == 1 else "s",
-            "; the next run with this --state prints them" if self.state else ""))
-        self.stopping = True
 
     def _save(self):
-        if self.state.save(self.feeds, self._changed):
+        if self.state_file.save(self.feeds, self._changed):
             self._changed.clear()
         self._saved_at = self.clock()
 
+    def _in_stable_order(self, events):
+        """Return events to print now: the first round's wait until it ends, then
+        come in providers.txt order (each feed's oldest first), run after run."""
+        if self._ready:
+            return events
+        self._held += events
+        if self._unpolled:
+            return []
+        rank = dict((url, number) for number, url in enumerate(self.feeds))
+        held, self._held = self._held, []
+        return sorted(held, key=lambda pair: rank.get(pair[0], len(rank)))
+
     def _tell_systemd(self):
-        if not self._ready and all(f.polls for f in self.feeds.values()):
+        if not self._ready and not self._unpolled:
             self._ready = True
             self.notifier.send("READY=1")
         if self.notifier.watchdog and self.clock() >= self._watchdog_at:
@@ -2020,6 +2038,8 @@ class Tracker(object):
         spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(providers)))
         for number, provider in enumerate(providers):
             feed = self.feeds[provider.url] = Feed(provider, saved.get(state_key(provider.url)))
+            if not self._ready:
+                self._unpolled.add(provider.url)
             # spread the first polls of a long list; a short one starts at once
             self._schedule(feed, now + number * spacing)
 
@@ -2029,6 +2049,7 @@ class Tracker(object):
         removed = [url for url in self.feeds if url not in wanted]
         for url in removed:
             del self.feeds[url]
+            self._unpolled.discard(url)
         added = [p for url, p in wanted.items() if url not in self.feeds]
         for url, provider in wanted.items():
             if url in self.feeds:
@@ -2036,7 +2057,7 @@ class Tracker(object):
         self._add_feeds(added, {})
         self.feeds = collections.OrderedDict((url, self.feeds[url]) for url in wanted)
         self._changed.update(p.url for p in added)
-        if removed and self.state:
+        if removed and self.state_file:
             self._save()
         self.log("reloaded: %d feeds (%d added, %d removed)" % (
             len(self.feeds), len(added), len(removed)))
@@ -2095,6 +2116,7 @@ class Tracker(object):
             return []   # removed by a reload while it was polled
         feed.busy = False
         feed.polls += 1
+        self._unpolled.discard(outcome.url)
         self.stats["polls"] += 1
         self._log_poll(feed, outcome)
         if outcome.error is not None:
@@ -2125,8 +2147,9 @@ class Tracker(object):
         self.stats["errors"] += 1
         if not feed.failing:
             feed.failing = True
-            self.log("%s (%s) is failing: %s; retrying with backoff" % (
-                feed.provider.name, redact(feed.provider.url), outcome.error))
+            self.log("%s (%s) is failing: %s%s" % (
+                feed.provider.name, redact(feed.provider.url), outcome.error,
+                "" if self._once else "; retrying with backoff"))
         self._changed.add(feed.provider.url)
         delay = backoff_delay(feed.failures, self.config.interval, outcome.retry_after)
         self._schedule(feed, self.clock() + delay)
@@ -2254,10 +2277,10 @@ def main(argv=None):
             log(note)
         return providers
 
-    state = StateFile(args.state, log) if args.state else None
+    state_file = StateFile(args.state, log) if args.state else None
     try:
         providers = providers_now()
-        saved = state.load() if state else {}
+        saved = state_file.load() if state_file else {}
     except ConfigError as exc:
         log("error: %s" % exc)
         return 2
@@ -2265,10 +2288,12 @@ def main(argv=None):
                     args.workers or min(MAX_WORKERS, len(providers)),
                     args.history, args.json, args.verbose)
     fetch = Fetcher(max_idle=_connection_budget(config.workers))
-    tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state=state,
+    tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
                       notify=Notifier(), reload=providers_now, saved=saved)
-    log("openai_status_tracker %s: watching %d feed%s every %gs" % (
-        __version__, len(providers), "" if len(providers) == 1 else "s", args.interval))
+    log("openai_status_tracker %s: %s %d feed%s%s" % (
+        __version__, "polling" if args.once else "watching", len(providers),
+        "" if len(providers) == 1 else "s",
+        " once" if args.once else " every %gs" % args.interval))
     if args.verbose:
         log("expat %s" % xml.parsers.expat.EXPAT_VERSION)
     previous = _install_signals(tracker)
