@@ -15,9 +15,9 @@ beside this file; OpenAI alone when that file does not exist), --once,
 --version.
 
 Output: every event is three lines on stdout, flushed at once:
-    [2026-09-14 03:57:19] Product: OpenAI - Chat Completions, Responses
+    [2026-09-13 17:47:55] Product: OpenAI - Conversations
     Status: Resolved - All impacted services have now fully recovered.
-    Incident: Elevated error rates for Codex (https://status.openai.com//incidents/01M2...)
+    Incident: Elevated errors for ChatGPT users in Europe (https://status.openai.com//incidents/01M2DV6788RRSDZ5K98S5HN0A8)
 The time is the update's own time, in UTC.  Product is the provider's name and
 the components the feed names (just the name when it names none).  With --json
 each event is one JSON object on one line instead.  Logs go to stderr.
@@ -54,7 +54,9 @@ STOPPING=1 on the way out.  Events are flushed line by line, so
 `journalctl -f -u <unit>` shows them as they happen.
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
+# Python 2 and 3.5 stop at the line below, and show it: that is its purpose.
+_REQUIRES = f"openai_status_tracker.py needs Python 3.6 or newer: run it with python3"
 
 import argparse
 import base64

@@ -9,12 +9,14 @@ No test touches the internet.
 import ast
 import base64
 import email.utils
+import glob
 import gzip
 import html
 import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import socketserver
@@ -2352,3 +2354,17 @@ def test_events_held_for_the_first_round_are_not_saved_as_printed_if_it_is_stopp
     poller.run(rounds=1)
     assert [line.splitlines()[1] for line in lines] == [
         "Status: Update - We are continuing to work on a mitigation."]
+
+
+def _python_2():
+    found = [path for path in glob.glob("/root/.pyenv/versions/2.*/bin/python")] + \
+        [path for path in (shutil.which("python2"),) if path]
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(_python_2() is None, reason="no Python 2 on this machine")
+def test_python_2_says_that_it_needs_python_3_6():
+    done = subprocess.run([_python_2(), SCRIPT, "--interval", "30"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert done.returncode == 1
+    assert "needs Python 3.6 or newer: run it with python3" in done.stderr
