@@ -208,7 +208,8 @@ _INVISIBLE = re.compile(u"[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\
 _ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
 _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, comments
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
-_USERINFO_SECRET = re.compile(r"(//[^/:@]*:)[^/@]*@")
+_UP_TO_LAST_AT = re.compile(r"//.*@")
+_UNRESERVED_ESCAPE = re.compile(r"%(?:4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
 _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?\\Z")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
@@ -249,7 +250,7 @@ class Event(NamedTuple):
     entry: Entry
     index: int             # which of entry.updates
     key: int = 0           # entry_key(entry.id)
-    undo: Optional[int] = None   # packed Mark of the entry if this is not printed; None: forget it
+    undo: int = 0          # packed Mark the entry goes back to if this is not printed
 
 
 class Mark(NamedTuple):
@@ -265,6 +266,11 @@ class Mark(NamedTuple):
     @classmethod
     def unpack(cls, value):
         return cls(value >> MARK_TIME_SHIFT, (value >> 32) & 0xFF, value & 0xFFFFFFFF)
+
+
+# A packed Mark(0, 0, 0): the entry is known but none of its updates was
+# printed (stdout refused them); it is never taken for history.
+NOTHING_PRINTED = 0
 
 
 class Diff(NamedTuple):
@@ -396,14 +402,17 @@ def parse_date(text):
     return _utc(*parts[:6], offset=offset)
 
 
-def parse_block_date(text, reference):
+def parse_block_date(text, reference, forward=False):
     """Return (aware UTC, zone name not understood or "") of a Statuspage block date.
 
-    "Jul  9, 06:01 UTC" gives no year: the one that puts the block nearest the
-    reference (the entry's newest date) is taken, so a Jan 1 block of an entry
-    dated Dec 31 (its <published>) falls in the next year, and a Dec 31 block
-    of an entry updated Jan 2 in the previous one.  An unknown zone is read
-    as UTC.  The time is None when there is no date, or no year to be had.
+    "Jul  9, 06:01 UTC" gives no year.  The reference is the entry's newest
+    date, and a block is no later than that (+2 days of slack): the latest
+    such year is taken, so a Dec 31 block of an entry updated Jan 2 is in the
+    previous year, and a postmortem months later does not move old blocks
+    into the future.  An entry with only <published> (its opening) gives
+    forward=True: a block is no earlier than that, so its Jan 1 block is in
+    the new year.  An unknown zone is read as UTC.  The time is None when
+    there is no date, or no year to be had.
     """
     match = _BLOCK_DATE.search(text)
     month = MONTHS.get(match.group(1).lower()) if match else None
@@ -419,20 +428,20 @@ def parse_block_date(text, reference):
         offset = ZONES.get((name or "UTC").upper())
         if offset is None:
             unknown, offset = name, 0
-    if year is not None:
-        years = [int(year)]
-    elif reference is not None:
-        years = [reference.year - 1, reference.year, reference.year + 1]
-    else:
+    if year is None and reference is None:
         return None, unknown
+    years = [int(year)] if year else [reference.year - 1, reference.year, reference.year + 1]
     candidates = [when for when in (
         _utc(y, month, int(day), int(hour), int(minute), offset=offset) for y in years)
         if when is not None]
-    if not candidates:
-        return None, unknown
-    if reference is None:
-        return candidates[0], unknown
-    return min(candidates, key=lambda when: abs(when - reference)), unknown
+    if not candidates or year:
+        return (candidates[0] if candidates else None), unknown
+    slack = timedelta(days=2)
+    if forward:
+        after = [when for when in candidates if when >= reference - slack]
+        return (after[0] if after else candidates[-1]), unknown
+    before = [when for when in candidates if when <= reference + slack]
+    return (before[-1] if before else candidates[0]), unknown
 
 
 def normalise_state(label):
@@ -633,7 +642,7 @@ def _atom_entry(element):
     markup = _markup_of(fields.get("content")) or _markup_of(fields.get("summary"))
     dates = [parse_date(_text_of(fields.get(name))) for name in ("updated", "published")]
     return build_entry(_text_of(fields.get("id")), title, _atom_link(element),
-                       updated.strip(), markup, dates)
+                       updated.strip(), markup, dates, opened_only=dates[0] is None)
 
 
 def _rss_entry(element):
@@ -647,11 +656,15 @@ def _rss_entry(element):
                        markup, [parse_date(updated)])
 
 
-def build_entry(raw_id, title, link, updated, markup, dates):
-    """Return an Entry from an item's parts, recognising the provider's shape."""
+def build_entry(raw_id, title, link, updated, markup, dates, opened_only=False):
+    """Return an Entry from an item's parts, recognising the provider's shape.
+
+    opened_only: the one date known is when the incident opened (an Atom
+    <published> without <updated>), so its updates come after it.
+    """
     known = [date for date in dates if date is not None]
     newest = max(known) if known else None
-    components, updates, complete, notes = extract_updates(markup, newest)
+    components, updates, complete, notes = extract_updates(markup, newest, opened_only)
     entry_id = clean_text(raw_id) or clean_text(link)
     if not entry_id:
         seed = ("%s\n%s" % (title, updated)).encode("utf-8", "replace")
@@ -662,7 +675,7 @@ def build_entry(raw_id, title, link, updated, markup, dates):
                  components, updates, complete, notes)
 
 
-def extract_updates(markup, newest):
+def extract_updates(markup, newest, opened_only=False):
     """Return (components, updates newest first, complete?, notes) from entry HTML.
 
     complete: the updates are the incident's whole history (Statuspage).
@@ -670,7 +683,7 @@ def extract_updates(markup, newest):
     """
     blocks = _STATUSPAGE_BLOCK.findall(markup)
     if blocks:
-        pairs = [_statuspage_update(when, label, body, newest)
+        pairs = [_statuspage_update(when, label, body, newest, opened_only)
                  for when, label, body in blocks]
         notes = tuple(_unique(note for _, note in pairs))
         return _affected(markup), tuple(update for update, _ in pairs), True, notes
@@ -686,12 +699,12 @@ def extract_updates(markup, newest):
     return _generic_update(markup, newest)
 
 
-def _statuspage_update(when, label, body, newest):
+def _statuspage_update(when, label, body, newest, opened_only):
     """Return one Statuspage block as (Update, note for -v or "")."""
     message = html_to_text(body, MESSAGE_LIMIT + 2)
     message = clean_text(message[1:] if message.startswith("-") else message, MESSAGE_LIMIT)
     date = html_to_text(when)
-    time_, unknown = parse_block_date(date, newest)
+    time_, unknown = parse_block_date(date, newest, opened_only)
     note = ""
     if unknown:
         note = "zone %r of block date %r not known; read as UTC" % (unknown, date[:40])
@@ -796,6 +809,8 @@ def fresh_updates(entry, packed):
     """
     if packed < 0:
         return _fresh_since_format_1(entry, -1 - packed)
+    if packed == NOTHING_PRINTED:
+        return list(range(len(entry.updates)))
     old = Mark.unpack(packed)
     if entry.complete:
         # Statuspage keeps every update, newest on top, each dated to the
@@ -827,20 +842,24 @@ def _fresh_since_format_1(entry, value):
     return [0] if moved and text != value & 0xFFFFFFFF else []
 
 
-def diff_entries(seen, entries, first=False, history=0, provider=""):
+def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
     """Return the Diff of a parsed copy of a feed against what was printed.
 
     seen maps entry_key(id) -> packed Mark from earlier polls; Diff.marks
     holds the marks to remember for the entries of this copy (never behind
     the ones in seen).  On a feed's first poll (first=True) only incidents
     still open print, plus the `history` newest updates; the rest is
-    remembered silently.
+    remembered silently.  now (epoch seconds) keeps an entry dated in the
+    future from making real news look old.
     """
     marks, fresh, kept, notes = {}, [], [], []
     # A new entry whose newest update is well older than the newest one seen
     # on this feed is history coming into view (a changed id scheme, a wider
     # window), not an incident that just began.
-    horizon = (max(seen.values(), default=0) >> MARK_TIME_SHIFT) - HISTORY_WINDOW * 1000
+    newest = max(seen.values(), default=0) >> MARK_TIME_SHIFT
+    if now is not None:
+        newest = min(newest, int(now * 1000))
+    horizon = newest - HISTORY_WINDOW * 1000
     stale = old_news = 0
     for entry in entries:
         key = entry_key(entry.id)
@@ -911,7 +930,7 @@ def _events(ordered, seen, provider):
         elif index + 1 < len(entry.updates):   # first sight: the older ones count as told
             undo = mark_through(entry, index + 1).pack()
         else:
-            undo = None                        # forgotten: new again next time
+            undo = NOTHING_PRINTED             # known, and every update still to print
         printed[key] = index
         events.append(Event(provider, kind, entry, index, key, undo))
     return events
@@ -965,6 +984,9 @@ def _url_problem(url):
         parts = urllib.parse.urlsplit(url)
         parts.port
     except ValueError as exc:
+        if "@" in url:   # the reason could quote a piece of the password
+            return "bad URL %s: a raw '/', '?', '#' or '@' in user:password@ must be %%-encoded" \
+                % redact(url)
         return "bad URL %s: %s" % (redact(url), exc)
     if parts.scheme.lower() not in ("http", "https"):
         return "only http and https URLs can be polled, not %s" % redact(url)
@@ -977,7 +999,8 @@ def normalise_url(url):
     """Return the one spelling of a feed URL (RFC 3986 6.2.2-6.2.3).
 
     Scheme and host in lower case, no default port, no dot segments, no
-    fragment: `HTTP://Host:80/./x#top` and `http://host/x` are one feed.
+    needless %-escapes, no fragment: `HTTP://Host:80/./%78#top` and
+    `http://host/x` are one feed.
     """
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
@@ -988,8 +1011,13 @@ def normalise_url(url):
         host = "%s:%d" % (host, parts.port)
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = "%s@%s" % (userinfo, host) if userinfo else host
-    return urllib.parse.urlunsplit(
-        (scheme, netloc, _remove_dot_segments(parts.path) or "/", parts.query, ""))
+    path = _remove_dot_segments(_decode_unreserved(parts.path)) or "/"
+    return urllib.parse.urlunsplit((scheme, netloc, path, _decode_unreserved(parts.query), ""))
+
+
+def _decode_unreserved(text):
+    """Return text with %-escapes of letters, digits and -._~ decoded (RFC 3986 6.2.2.2)."""
+    return _UNRESERVED_ESCAPE.sub(lambda escape: chr(int(escape.group()[1:], 16)), text)
 
 
 def _remove_dot_segments(path):
@@ -1007,19 +1035,31 @@ def _remove_dot_segments(path):
 
 
 def redact(url):
-    """Return url fit for logs: password and query values replaced by ***."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return _USERINFO_SECRET.sub(r"\1***@", url.partition("?")[0])
-    netloc = parts.netloc
-    user, at, host = netloc.rpartition("@")
-    if at and ":" in user:
-        netloc = "%s:***@%s" % (user.partition(":")[0], host)
+    """Return url fit for logs: password and query values replaced by ***.
+
+    A password holding a raw "/", "?" or "#" makes the URL parse with the
+    userinfo elsewhere: then all up to the last "@" is hidden.
+    """
+    if "@" in url and "@" not in _split_or_none(url, "netloc"):
+        url = _UP_TO_LAST_AT.sub("//***@", url, 1)
+    parts = _split_or_none(url)
+    if parts is None:
+        return "***"
+    user, at, host = parts.netloc.rpartition("@")
+    netloc = "%s:***@%s" % (user.partition(":")[0], host) if at and ":" in user else parts.netloc
     query = "&".join(
         "%s=***" % pair.partition("=")[0] if "=" in pair else pair
         for pair in parts.query.split("&")) if parts.query else ""
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _split_or_none(url, field=None):
+    """Return urlsplit(url) (or one field of it); None ("" for a field) if it cannot."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "" if field else None
+    return getattr(parts, field) if field else parts
 
 
 def state_key(url):
@@ -1798,10 +1838,7 @@ class Feed(object):
         The validators and the body's sha256 go too: the next poll must read
         and diff the feed again, not take a 304 for "nothing new".
         """
-        if undo is None:
-            self.seen.pop(key, None)
-        else:
-            self.seen[key] = undo
+        self.seen[key] = undo
         self.etag = self.last_modified = self.body_sha256 = None
 
     def to_json(self):
@@ -2133,9 +2170,12 @@ class Tracker(object):
         return events
 
     def _diff(self, feed, outcome):
-        first = feed.seen is None
+        # Until a feed has shown an entry, its next copy is still a first look:
+        # a feed that answered empty once must not print its whole history.
+        first = not feed.seen
         diff = diff_entries(feed.seen or {}, outcome.entries, first,
-                            self.config.history if first else 0, feed.provider.name)
+                            self.config.history if first else 0, feed.provider.name,
+                            self.wall())
         feed.remember(diff.marks, self.wall())
         feed.body_sha256 = outcome.body_sha256
         self._changed.add(feed.provider.url)

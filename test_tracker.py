@@ -2368,3 +2368,75 @@ def test_python_2_says_that_it_needs_python_3_6():
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
     assert done.returncode == 1
     assert "needs Python 3.6 or newer: run it with python3" in done.stderr
+
+
+# ---------------------------------------------------------------- found by an independent tester
+
+OLD_OPEN = openai_entry("OLD", "Still open", "2026-09-10T03:00:00.000Z", "Monitoring", "Watching.")
+NEWER = openai_entry("NEW", "Recent", "2026-09-14T03:00:00.000Z", "Resolved", "Fixed.")
+
+
+def test_an_unprinted_event_of_an_old_open_incident_is_printed_by_the_next_run(server, tmp_path):
+    # One update only, days older than the feed's newest: taken back, it must
+    # not be taken for history next time.
+    server.script.set("/oa", openai_feed(NEWER, OLD_OPEN))
+    providers = [tracker.Provider(server.url + "/oa", "OpenAI")]
+    path = str(tmp_path / "state.json")
+
+    def run(emit):
+        state = tracker.StateFile(path, lambda text: None)
+        return tracker.Tracker(providers, tracker.Config(), emit=emit, log=lambda text: None,
+                               state_file=state, saved=state.load()).run(rounds=1)
+
+    def closed(text):
+        raise BrokenPipeError(32, "Broken pipe")
+    assert run(closed) == 1
+    lines = []
+    assert run(lines.append) == 0
+    assert [line.splitlines()[1] for line in lines] == ["Status: Monitoring - Watching."]
+    del lines[:]
+    assert run(lines.append) == 0 and lines == []
+
+
+def test_a_feed_that_answered_empty_first_does_not_print_its_whole_history(server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/oa", openai_feed())
+    assert once(providers, state, capsys)[0] == []
+    server.script.set("/oa", shared(OPENAI))          # 87 resolved incidents
+    assert once(providers, state, capsys)[0] == []
+    server.script.set("/oa", with_new_entry(shared(OPENAI), openai_entry(
+        "01NEW", "New", "2026-09-14T05:00:00.000Z", "Investigating", "Looking.")))
+    assert once(providers, state, capsys)[0] == ["Investigating - Looking."]
+
+
+def test_an_entry_dated_in_the_future_does_not_make_real_news_look_old():
+    maintenance = rss_item("Planned work", "urn:m", "Mon, 21 Sep 2026 10:00:00 GMT",
+                           "Scheduled - Database upgrade.")
+    _, marks, _ = tracker.diff_entries({}, tracker.parse_feed(rss_feed(maintenance)), True)
+    incident = rss_item("Outage", "urn:o", "Mon, 14 Sep 2026 10:00:00 GMT", "Investigating - Down.")
+    now = (at("2026-09-14 10:01") - at("1970-01-01 00:00")).total_seconds()
+    events = tracker.diff_entries(marks, tracker.parse_feed(rss_feed(incident, maintenance)),
+                                  now=now).events
+    assert [e.entry.title for e in events] == ["Outage"]
+
+
+def test_an_entry_updated_months_later_keeps_its_blocks_in_their_year():
+    # a postmortem added in February moves <updated>; the July blocks stay in July
+    feed = statuspage_feed(statuspage_entry(
+        1, "Outage", "2026-07-09T04:34:43Z", "2027-02-05T10:00:00Z",
+        [("Jul 9", "13:52", "Resolved", "Fixed."), ("Jul 9", "04:34", "Investigating", "Down.")]))
+    [entry] = tracker.parse_feed(feed)
+    assert [u.time for u in entry.updates] == [at("2026-07-09 13:52"), at("2026-07-09 04:34")]
+
+
+def test_a_password_that_breaks_the_url_is_not_echoed_in_the_error(tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "http://alice:s3/cr3t@127.0.0.1:1/feed\n")
+    assert tracker.main(["--once", "--providers", providers]) == 2
+    err = capsys.readouterr()[1]
+    assert "bad URL http://***@127.0.0.1:1/feed" in err
+    assert "s3" not in err.replace(providers, "") and "cr3t" not in err
+
+
+def test_needless_percent_escapes_are_one_spelling():
+    assert tracker.normalise_url("http://h/%6Fa%2Fb%7e?q=%61") == "http://h/oa%2Fb~?q=a"
