@@ -9,6 +9,7 @@ No test touches the internet.
 import ast
 import email.utils
 import gzip
+import html
 import http.server
 import json
 import os
@@ -35,7 +36,8 @@ TESTDATA = os.path.join(HERE, "testdata")
 SCRIPT = os.path.join(HERE, "openai_status_tracker.py")
 
 sys.path.insert(0, TESTDATA)   # testdata/samples.py: the feed builders, shared with bench/
-from samples import openai_entry, openai_feed, statuspage_entry, statuspage_feed  # noqa: E402
+from samples import (openai_entry, openai_feed, statuspage_blocks,  # noqa: E402
+                     statuspage_entry, statuspage_feed)
 
 
 # ---------------------------------------------------------------- samples, in the real shapes
@@ -97,8 +99,8 @@ def at(text):
     return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
 
 
-def capture(name):
-    """A real captured feed from testdata/ (see testdata/PROVENANCE.md), as bytes."""
+def shared(name):
+    """A real captured feed: testdata/NAME, copied from the team's shared/feeds (PROVENANCE.md)."""
     with open(os.path.join(TESTDATA, name), "rb") as handle:
         return handle.read()
 
@@ -1458,17 +1460,17 @@ def test_verbose_logs_the_expat_version(server, tmp_path, capsys):
     ("anthropic-claude-statuspage-history-20261008.atom", 25),
 ])
 def test_real_feeds_parse_with_dates_and_labels(name, count):
-    entries = tracker.parse_feed(capture(name))
+    entries = tracker.parse_feed(shared(name))
     assert len(entries) == count
     assert all(u.time is not None and u.label and u.message for e in entries for u in e.updates)
 
 
 def test_real_github_ongoing_then_resolved_prints_only_the_new_blocks():
     events, marks = tracker.diff_entries(
-        {}, tracker.parse_feed(capture("github-statuspage-history-20260709-ongoing.atom")), True)
+        {}, tracker.parse_feed(shared("github-statuspage-history-20260709-ongoing.atom")), True)
     assert [tracker.state_at(e.entry, e.index) for e in events] == ["investigating"]
     events, _ = tracker.diff_entries(
-        marks, tracker.parse_feed(capture("github-statuspage-history-20260710.atom")))
+        marks, tracker.parse_feed(shared("github-statuspage-history-20260710.atom")))
     labels = [e.entry.updates[e.index].label for e in events]
     assert labels[-1] == "Resolved" and len(labels) == 11
     times = [e.entry.updates[e.index].time for e in events]
@@ -1481,7 +1483,7 @@ def test_real_github_maintenance_scheduled_in_progress_completed():
              "github-statuspage-history-20250531-maint-completed.atom"]
     marks, printed = {}, []
     for number, name in enumerate(names):
-        events, new = tracker.diff_entries(marks, tracker.parse_feed(capture(name)), number == 0)
+        events, new = tracker.diff_entries(marks, tracker.parse_feed(shared(name)), number == 0)
         marks.update(new)
         printed += [(e.entry.id, e.entry.title, e.entry.updates[e.index].label) for e in events
                     if tracker.is_maintenance(e.entry)]
@@ -1491,7 +1493,7 @@ def test_real_github_maintenance_scheduled_in_progress_completed():
 
 def test_real_claude_feed_first_poll_shows_the_open_incident():
     events, _ = tracker.diff_entries(
-        {}, tracker.parse_feed(capture("anthropic-claude-statuspage-history-20261008.atom")),
+        {}, tracker.parse_feed(shared("anthropic-claude-statuspage-history-20261008.atom")),
         True, 0, "Claude")
     assert [tracker.format_event(e).splitlines()[0] for e in events] == [
         "[2026-10-07 21:44:00] Product: Claude"]
