@@ -7,8 +7,9 @@ status.openai.com (incident.io: no ETag, no Last-Modified, the feed-level
 <updated> rewritten on every fetch, ~87 entries), half like an Atlassian
 Statuspage page (GitHub, Claude: weak ETag W/"<first 32 hex of sha256(body)>",
 304 to a matching If-None-Match, ~25 entries).  The bodies come from the real
-captures in ../shared/feeds when present, else from a generator of the same
-shape; every feed gets its own host name, so its entry ids are its own.
+captures in ../testdata (or, with --generated, from the sample builders of
+../testdata/samples.py that the tests use); every feed gets its own host name,
+so its entry ids are its own.
 
 The tracker runs as a subprocess (`openai_status_tracker.py --json`, stopped
 with SIGTERM) or in this process (Tracker(...).run() in a thread).  A run has
@@ -39,8 +40,8 @@ this process minus the main thread's own time.thread_time(); the server is in
 another process either way.
 
 Usage:
-    python3 bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20
-    python3 bench_tracker.py --feeds 5000 --interval 60 --mode subprocess
+    python3 bench/bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20
+    python3 bench/bench_tracker.py --feeds 5000 --interval 60 --mode subprocess
 
 Exit codes: 0 every injected update detected exactly once and no feed failed;
 1 otherwise (or the run broke); 2 bad usage.  Python 3.6+, standard library only.
@@ -66,8 +67,9 @@ import zlib
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TRACKER = os.path.join(HERE, "openai_status_tracker.py")
-FEEDS_DIR = os.path.join(HERE, "..", "shared", "feeds")
+ROOT = os.path.dirname(HERE)
+TRACKER = os.path.join(ROOT, "openai_status_tracker.py")
+FEEDS_DIR = os.path.join(ROOT, "testdata")
 OPENAI_SAMPLE = "openai-incidentio-history-20260914.atom"
 STATUSPAGE_SAMPLE = "anthropic-claude-statuspage-history-20261008.atom"
 HOST = b"HOST-PLACEHOLDER"       # replaced by each feed's own host when served
@@ -79,6 +81,9 @@ _UPDATED = re.compile(rb"<updated>[^<]*</updated>")
 _OPENAI_CODE = re.compile(rb"/incidents/([0-9A-Za-z]+)</id>")
 _TITLE_CDATA = re.compile(rb"<title[^>]*><!\[CDATA\[(.*?)\]\]></title>", re.S)
 _CONTENT = re.compile(rb'(<content type="html">)')
+
+sys.path.insert(0, FEEDS_DIR)   # testdata/samples.py: the feed builders the tests use too
+import samples  # noqa: E402
 
 
 # ---------------------------------------------------------------- feed shapes
@@ -92,45 +97,32 @@ def _stamp_s(now):
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _chunk(entry, real_host):
+    """A samples.* entry as the farm keeps one: bytes on its own lines, host a placeholder."""
+    return (entry.strip("\n") + "\n").encode("utf-8").replace(real_host, HOST)
+
+
 def openai_entry(code, title, updated, label, message, components=()):
-    """One incident.io <entry>, host left as the placeholder."""
-    body = "<b>Status: %s</b><br/><br/>%s" % (label, message)
-    if components:
-        body += ("<br/><br/><b>Affected components</b>\n          <ul>\n          "
-                 + "\n          ".join("<li>%s (Operational)</li>" % c for c in components)
-                 + "\n          </ul>")
-    link = "https://%s//incidents/%s" % (HOST.decode(), code)
-    return ("""    <entry>
-        <title type="html"><![CDATA[%s]]></title>
-        <id>%s</id>
-        <link href="%s"/>
-        <updated>%s</updated>
-        <summary type="html"><![CDATA[%s]]></summary>
-        <content type="html"><![CDATA[%s]]></content>
-    </entry>
-""" % (title, link, link, updated, body, body)).encode("utf-8")
+    """One incident.io <entry>; components are names, all "(Operational)"."""
+    return _chunk(samples.openai_entry(code, title, updated, label, message,
+                                       ["%s (Operational)" % c for c in components]),
+                  b"status.openai.com")
 
 
 def statuspage_block(when, label, message):
-    """One Statuspage update block, HTML-escaped as it sits in <content>."""
-    block = ("<p> <small>%s <var data-var='date'>%2d</var>, <var data-var='time'>"
-             "%02d:%02d</var> UTC</small><br> <strong>%s</strong> - %s </p>" % (
-                 when.strftime("%b"), when.day, when.hour, when.minute, label, message))
-    return html.escape(block, quote=False).encode("utf-8")
+    """One Statuspage update as samples takes it: (date, time, label, message)."""
+    return ("%s %d" % (when.strftime("%b"), when.day), when.strftime("%H:%M"), label, message)
 
 
-def statuspage_entry(number, slug, title, updated, blocks):
-    """One Statuspage <entry>; blocks are escaped, newest first."""
-    return ("""  <entry>
-    <id>tag:%s,2005:Incident/%d</id>
-    <published>%s</published>
-    <updated>%s</updated>
-    <link rel="alternate" type="text/html" href="https://%s/incidents/%s"/>
-    <title>%s</title>
-    <content type="html">%s</content>
-  </entry>
-""" % (HOST.decode(), number, updated, updated, HOST.decode(), slug,
-       html.escape(title, quote=False), b" ".join(blocks).decode("utf-8"))).encode("utf-8")
+def statuspage_content(blocks):
+    """Update blocks as they sit in a Statuspage <content>: HTML-escaped bytes."""
+    return html.escape(samples.statuspage_blocks(blocks), quote=False).encode("utf-8")
+
+
+def statuspage_entry(number, title, updated, blocks):
+    """One Statuspage <entry> (published = updated); blocks newest first."""
+    return _chunk(samples.statuspage_entry(number, title, updated, updated, blocks,
+                                           host="status.claude.com"), b"status.claude.com")
 
 
 def _generated_openai(rand):
@@ -143,20 +135,12 @@ def _generated_openai(rand):
         components = rand.sample(parts, rand.randint(0, 3))
         message = "All impacted services have now fully recovered." + (
             " We are monitoring closely." * rand.randint(0, 4))
-        entries.append(openai_entry(code, "Elevated error rates for %s" % (
-            components[0] if components else "ChatGPT"), _stamp_ms(when),
-            "Resolved", message, components))
+        entries.append(samples.openai_entry(
+            code, "Elevated error rates for %s" % (components[0] if components else "ChatGPT"),
+            _stamp_ms(when), "Resolved", message,
+            ["%s (Operational)" % c for c in components]))
         when = when.replace(day=max(1, when.day - 1)) if number % 9 == 8 else when
-    head = ("""<?xml version="1.0" encoding="utf-8"?>
-<feed xmlns="http://www.w3.org/2005/Atom">
-    <id>https://%s/</id>
-    <title>OpenAI status</title>
-    <updated>2026-09-14T04:56:53.404Z</updated>
-    <generator>incident.io</generator>
-    <link rel="alternate" href="https://%s/"/>
-    <subtitle>OpenAI status page updates</subtitle>
-""" % (HOST.decode(), HOST.decode())).encode()
-    return head, entries, b"</feed>"
+    return _split_feed(samples.openai_feed(*entries), b"status.openai.com")
 
 
 def _generated_statuspage(rand):
@@ -172,21 +156,11 @@ def _generated_statuspage(rand):
                 "Monitoring" if index == 0 else labels[(count - index) % 4])
             blocks.append(statuspage_block(when, label, "We are investigating elevated "
                                            "errors on requests to Claude models. " * 2))
-        entries.append(statuspage_entry(31617588 - number * 1000, "x%011d" % number,
-                                        "Elevated errors on Claude %d" % number,
-                                        _stamp_s(when), blocks))
-    head = ("""<?xml version="1.0" encoding="UTF-8"?>
-<feed xml:lang="en-US" xmlns="http://www.w3.org/2005/Atom">
-  <id>tag:%s,2005:/history</id>
-  <link rel="alternate" type="text/html" href="https://%s"/>
-  <link rel="self" type="application/atom+xml" href="https://%s/history.atom"/>
-  <title>Claude Status - Incident History</title>
-  <updated>2026-10-08T02:59:46Z</updated>
-  <author>
-    <name>Claude</name>
-  </author>
-""" % ((HOST.decode(),) * 3)).encode()
-    return head, entries, b"</feed>\n"
+        entries.append(samples.statuspage_entry(
+            31617588 - number * 1000, "Elevated errors on Claude %d" % number,
+            _stamp_s(when), _stamp_s(when), blocks, host="status.claude.com"))
+    return _split_feed(samples.statuspage_feed(*entries, host="status.claude.com", name="Claude"),
+                       b"status.claude.com")
 
 
 def _split_feed(body, real_host):
@@ -209,7 +183,8 @@ def load_templates(feeds_dir, seed):
             statuspage = _split_feed(handle.read(), b"status.claude.com")
         return {"openai": openai, "statuspage": statuspage}, "captured feeds in %s" % feeds_dir
     return ({"openai": _generated_openai(rand), "statuspage": _generated_statuspage(rand)},
-            "generated (no %s)" % (feeds_dir or "feeds dir"))
+            "generated by testdata/samples.py" + (" (no captures in %s)" % feeds_dir
+                                                  if feeds_dir else ""))
 
 
 # ---------------------------------------------------------------- the feed farm (child process)
@@ -431,15 +406,15 @@ class Farm(object):
             block = statuspage_block(now, label if kind == "new" else self.rand.choice(
                 ["Update", "Monitoring", "Resolved", "Identified"]), message)
             if kind == "new":
-                entry = statuspage_entry(90000000 + number, "inj%09d" % number,
-                                         "Injected incident %s" % token, _stamp_s(now), [block])
+                entry = statuspage_entry(90000000 + number, "Injected incident %s" % token,
+                                         _stamp_s(now), [block])
                 feed.entries = [entry] + feed.entries[:-1]
             else:
                 index = self.rand.randrange(min(3, len(feed.entries)))
                 entry = _UPDATED.sub(("<updated>%s</updated>" % _stamp_s(now)).encode(),
                                      feed.entries[index], 1)
                 feed.entries[index] = _CONTENT.sub(
-                    lambda match: match.group(1) + block + b" ", entry, 1)
+                    lambda match: match.group(1) + statuspage_content([block]) + b" ", entry, 1)
         feed.version += 1
         feed.etag = None
         feed.changed_at = time.monotonic()
@@ -741,7 +716,7 @@ def run_bench(args):
     """Run one benchmark; return (figures dict, exit code)."""
     farm = FarmClient({"feeds": args.feeds, "interval": args.interval, "seed": args.seed,
                        "openai_share": args.openai_share, "gzip": not args.no_gzip,
-                       "feeds_dir": "" if args.no_shared else args.feeds_dir,
+                       "feeds_dir": "" if args.generated else args.feeds_dir,
                        "max_seconds": args.max_seconds()})
     urls = [("http://127.0.0.1:%d/feeds/%05d.atom" % (farm.port, n), "feed-%05d" % n)
             for n in range(args.feeds)]
@@ -1001,8 +976,9 @@ def build_parser():
                         help="seconds after the first round before measuring (2)")
     parser.add_argument("--no-gzip", action="store_true",
                         help="never gzip (default: gzip when the client asks, like real CDNs)")
-    parser.add_argument("--no-shared", action="store_true",
-                        help="generate the feed bodies even if ../shared/feeds is there")
+    parser.add_argument("--generated", action="store_true",
+                        help="build the feed bodies with testdata/samples.py instead of "
+                             "using the real captures in testdata/")
     parser.add_argument("--feeds-dir", default=FEEDS_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--tracker", default=TRACKER, help="path of openai_status_tracker.py")
     parser.add_argument("--json-out", metavar="FILE", help="also write every figure as JSON")

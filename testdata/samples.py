@@ -1,0 +1,78 @@
+"""Status feeds in the real shapes, built from a few values: for test_tracker.py and bench/.
+
+incident.io (status.openai.com) and Atlassian Statuspage (githubstatus.com,
+status.claude.com) history.atom, as their servers send them; the real captures
+they copy are beside this file (PROVENANCE.md).  Standard library only, Python 3.6+.
+Import it with this folder on sys.path: `import samples`.
+"""
+
+import html
+
+
+def openai_feed(*entries, updated="2026-09-14T04:56:53.404Z"):
+    """status.openai.com/history.atom (incident.io), as served."""
+    return ("""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+    <id>https://status.openai.com/</id>
+    <title>OpenAI status</title>
+    <updated>%s</updated>
+    <generator>incident.io</generator>
+    <link rel="alternate" href="https://status.openai.com/"/>
+    <subtitle>OpenAI status page updates</subtitle>%s
+</feed>""" % (updated, "".join(entries))).encode("utf-8")
+
+
+def openai_entry(code, title, updated, label, message, components=()):
+    body = "<b>Status: %s</b><br/><br/>%s" % (label, message)
+    if components:
+        body += ("<br/><br/><b>Affected components</b>\n          <ul>\n          "
+                 + "\n".join("<li>%s</li>" % c for c in components) + "\n          </ul>")
+    link = "https://status.openai.com//incidents/%s" % code
+    return """
+    <entry>
+        <title type="html"><![CDATA[%s]]></title>
+        <id>%s</id>
+        <link href="%s"/>
+        <updated>%s</updated>
+        <summary type="html"><![CDATA[%s]]></summary>
+        <content type="html"><![CDATA[%s]]></content>
+    </entry>""" % (title, link, link, updated, body, body)
+
+
+def statuspage_feed(*entries, host="www.githubstatus.com", name="GitHub"):
+    """githubstatus.com / status.claude.com history.atom (Atlassian Statuspage)."""
+    return ("""<?xml version="1.0" encoding="UTF-8"?>
+<feed xml:lang="en-US" xmlns="http://www.w3.org/2005/Atom">
+  <id>tag:%s,2005:/history</id>
+  <link rel="alternate" type="text/html" href="https://%s"/>
+  <link rel="self" type="application/atom+xml" href="https://%s/history.atom"/>
+  <title>%s Status - Incident History</title>
+  <updated>2026-07-09T07:04:08Z</updated>
+  <author>
+    <name>%s</name>
+  </author>%s
+</feed>""" % (host, host, host, name, name, "".join(entries))).encode("utf-8")
+
+
+def statuspage_blocks(blocks, banner=""):
+    """The HTML of Statuspage <content>: blocks are (date, time, label, message), newest first."""
+    out = banner
+    for day, clock, label, message in blocks:
+        month, date = day.split()
+        out += ("<p><small>%s <var data-var='date'>%2s</var>, <var data-var='time'>%s</var>"
+                " UTC</small><br><strong>%s</strong> - %s</p>" % (month, date, clock, label, message))
+    return out
+
+
+def statuspage_entry(number, title, published, updated, blocks, banner="",
+                     host="www.githubstatus.com"):
+    return """
+  <entry>
+    <id>tag:%s,2005:Incident/%s</id>
+    <published>%s</published>
+    <updated>%s</updated>
+    <link rel="alternate" type="text/html" href="https://%s/incidents/i%s"/>
+    <title>%s</title>
+    <content type="html">%s</content>
+  </entry>""" % (host, number, published, updated, host, number, title,
+                  html.escape(statuspage_blocks(blocks, banner), quote=False))
