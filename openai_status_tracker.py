@@ -2017,7 +2017,8 @@ class Tracker(object):
                     self._save()
                 self.unprinted, self.stopping = len(lost), True
                 self.log("stdout is closed (%s): %d event%s not printed%s; stopping" % (
-                    _describe(exc), len(lost), "" if len(lost) == 1 else "s",
+                    (getattr(exc, "strerror", None) or str(exc)).lower(),
+                    len(lost), "" if len(lost) == 1 else "s",
                     "; the next run with this --state prints them" if self.state_file else ""))
                 return
             self.stats["events"] += 1

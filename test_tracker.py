@@ -2082,7 +2082,7 @@ def test_events_stdout_refuses_stay_unprinted_and_the_next_run_prints_them(serve
         taken.append(text.splitlines()[1])
     code, logs = run(closing_after_one)
     assert code == 1 and taken == ["Status: Identified - We have identified the cause."]
-    assert logs == ["stdout is closed (BrokenPipeError: [Errno 32] Broken pipe): 3 events not "
+    assert logs == ["stdout is closed (broken pipe): 3 events not "
                     "printed; the next run with this --state prints them; stopping"]
     lines = []
     assert run(lines.append)[0] == 0
@@ -2107,9 +2107,9 @@ def test_a_closed_stdout_is_one_line_exit_1_and_the_next_run_prints_what_it_lost
         os.close(writer)
     assert done.returncode == 1
     assert [line for line in done.stderr.splitlines() if "stdout" in line] == [
-        "stdout is closed (BrokenPipeError: [Errno 32] Broken pipe): 1 event not printed; "
+        "stdout is closed (broken pipe): 1 event not printed; "
         "the next run with this --state prints them; stopping"]
-    for noise in ("Traceback", "Exception ignored", "BrokenPipeError: [Errno 32] Broken pipe\n"):
+    for noise in ("Traceback", "Exception ignored", "BrokenPipeError"):
         assert noise not in done.stderr
     again = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, timeout=30)
