@@ -131,6 +131,9 @@ STATE_SAVE_INTERVAL = 60.0       # seconds: save quiet changes (validators, ...)
 MESSAGE_LIMIT = 500              # characters of a message printed before "…"
 TEXT_LIMIT = 300                 # characters of a title or product line
 READ_SLICE = 0.5                 # a blocked read re-checks deadline and stop this often
+FAST_LANE_TIMEOUT = 5.0          # deadline of a poll in the fast lane (longer ones: slow lane)
+SLOW_POLL = 3.0                  # seconds: a poll that took longer moves its feed to the slow lane
+SLOW_LANE_WORKERS = 4            # workers of the slow lane: dead servers wait only for each other
 
 CLOSED_STATES = frozenset(["resolved", "completed", "postmortem"])
 MAINTENANCE_LABELS = frozenset(["scheduled", "in progress", "verifying", "completed"])
@@ -300,15 +303,17 @@ class Job(NamedTuple):
 class Outcome(NamedTuple):
     """What a worker found; entries is None when nothing changed or it failed."""
     url: str
-    status: int            # HTTP status, 0 when there was none
-    entries: Optional[list]
-    body_sha256: Optional[bytes]
-    etag: Optional[str]
-    last_modified: Optional[str]
-    error: Optional[str]
-    retry_after: Optional[float]
-    size: int
-    seconds: float
+    status: int = 200      # HTTP status, 0 when there was none
+    entries: Optional[list] = None
+    body_sha256: Optional[bytes] = None
+    etag: Optional[str] = None
+    last_modified: Optional[str] = None
+    error: Optional[str] = None
+    retry_after: Optional[float] = None
+    size: int = 0
+    seconds: float = 0.0
+    timeout: float = DEFAULT_TIMEOUT   # the deadline the request had
+    timed_out: bool = False            # it ran into that deadline
 
 
 class Config(NamedTuple):
@@ -319,6 +324,8 @@ class Config(NamedTuple):
     history: int = 0
     json: bool = False
     verbose: bool = False
+    once: bool = False
+    fast_timeout: float = FAST_LANE_TIMEOUT
 
 
 class TrackerError(Exception):
@@ -332,10 +339,11 @@ class ConfigError(TrackerError):
 class FeedError(TrackerError):
     """A feed could not be read or parsed."""
 
-    def __init__(self, message, status=0, retry_after=None):
+    def __init__(self, message, status=0, retry_after=None, timed_out=False):
         TrackerError.__init__(self, message)
         self.status = status
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 # ---------------------------------------------------------------- text and dates
@@ -936,6 +944,133 @@ def _events(ordered, seen, provider):
     return events
 
 
+class Printed(object):
+    """One feed's dedup dict: entry_key(id) -> packed Mark, and when entries left.
+
+    Never changed once made: remembered() and taken_back() return new ones,
+    so a poll's step can be a function of values.
+    """
+
+    __slots__ = ("marks", "gone")
+
+    def __init__(self, marks=None, gone=None):
+        self.marks = marks if marks is not None else {}   # entry key -> packed Mark
+        self.gone = gone if gone is not None else {}      # entry key -> wall time it left
+
+    def remembered(self, marks, now):
+        """Return this with the marks of a fresh parse; entries gone GONE_GRACE forgotten."""
+        seen, gone = dict(self.marks), dict(self.gone)
+        for key in seen:
+            if key not in marks:
+                gone.setdefault(key, now)
+        for key in marks:
+            gone.pop(key, None)
+        for key, since in list(gone.items()):
+            if now - since > GONE_GRACE:
+                del gone[key]
+                seen.pop(key, None)
+        seen.update(marks)
+        return Printed(seen, gone)
+
+    def taken_back(self, key, undo):
+        """Return this with an entry's mark back where it was before an unprinted event."""
+        marks = dict(self.marks)
+        marks[key] = undo
+        return Printed(marks, self.gone)
+
+    def to_json(self):
+        return {"seen": dict(("%016x" % key, mark) for key, mark in self.marks.items()),
+                "gone": dict(("%016x" % key, since) for key, since in self.gone.items())}
+
+
+class FeedState(NamedTuple):
+    """What the tracker knows of a feed between two polls: what --state keeps of it."""
+    printed: Optional[Printed] = None   # None until a good poll showed entries
+    etag: Optional[str] = None
+    last_modified: Optional[str] = None
+    body_sha256: Optional[bytes] = None
+    failures: int = 0                   # polls failed in a row
+    slow: bool = False                  # its next poll goes to the slow lane
+
+    def to_json(self):
+        data = self.printed.to_json() if self.printed else {"seen": None, "gone": {}}
+        data.update(etag=self.etag, last_modified=self.last_modified, failures=self.failures,
+                    body_sha256=self.body_sha256.hex() if self.body_sha256 else None)
+        return data
+
+
+class Step(NamedTuple):
+    """What one poll's outcome means for its feed."""
+    state: FeedState       # the feed's state from now on
+    events: list           # Events to print, oldest first
+    due: float             # when to poll it next (clock time)
+    logs: list             # lines for stderr
+    changed: bool          # the state file must take this feed again
+    kind: str              # "parsed", "unchanged", "not_modified", "error" or "slow"
+
+
+def poll_step(state, provider, outcome, config, due, now, wall, rand=random.random):
+    """Return the Step of a feed in `state` whose poll, due at `due`, gave `outcome`.
+
+    now is the scheduler's clock, wall the time of day (seconds since 1970).
+    """
+    logs = [_poll_line(provider, outcome)] if config.verbose else []
+    if outcome.error is not None:
+        return _failed_step(state, provider, outcome, config, now, logs, rand)
+    if state.failures:
+        logs.append("%s (%s) recovered after %d failed polls" % (
+            provider.name, redact(provider.url), state.failures))
+    new = state._replace(etag=outcome.etag, last_modified=outcome.last_modified,
+                         failures=0, slow=outcome.seconds > SLOW_POLL)
+    changed = state.failures > 0 or (state.etag, state.last_modified) != (new.etag, new.last_modified)
+    events, kind = [], "not_modified" if outcome.status == 304 else "unchanged"
+    if outcome.entries is not None:
+        printed = state.printed or Printed()
+        # Until a feed has shown an entry, its next copy is still a first look:
+        # a feed that answered empty once must not print its whole history.
+        first = not printed.marks
+        diff = diff_entries(printed.marks, outcome.entries, first,
+                            config.history if first else 0, provider.name, wall)
+        new = new._replace(printed=printed.remembered(diff.marks, wall),
+                           body_sha256=outcome.body_sha256)
+        events, kind, changed = diff.events, "parsed", True
+        if config.verbose:
+            logs += ["%s: %s" % (provider.name, note) for note in diff.notes]
+    # on schedule, not from when the answer came: polls do not drift
+    return Step(new, events, max(due + config.interval, now), logs, changed, kind)
+
+
+def _failed_step(state, provider, outcome, config, now, logs, rand):
+    if outcome.timed_out and not state.slow and outcome.timeout < config.timeout:
+        # The fast lane gives a poll a few seconds: a server that needs more
+        # is tried again at once in the slow lane, with the whole --timeout,
+        # where it can hold up no healthy feed.
+        return Step(state._replace(slow=True), [], now, logs, False, "slow")
+    if not state.failures:
+        logs.append("%s (%s) is failing: %s%s" % (
+            provider.name, redact(provider.url), outcome.error,
+            "" if config.once else "; retrying with backoff"))
+    failures = state.failures + 1
+    delay = backoff_delay(failures, config.interval, outcome.retry_after, rand)
+    return Step(state._replace(failures=failures, slow=True), [], now + delay, logs, True, "error")
+
+
+def _poll_line(provider, outcome):
+    what = outcome.error or ("unchanged" if outcome.entries is None else "parsed")
+    return "poll %s %s %dB %dms %s" % (provider.name, outcome.status or "-", outcome.size,
+                                      outcome.seconds * 1000, what)
+
+
+def backoff_delay(failures, interval, retry_after=None, rand=random.random):
+    """Return seconds until the next try of a feed that failed `failures` times."""
+    delay = interval * 2 ** min(max(failures, 1) - 1, 20)
+    delay *= 0.8 + 0.4 * rand()                       # jitter: no herd
+    delay = max(interval, min(delay, BACKOFF_CAP))    # capped after the jitter
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
 # ---------------------------------------------------------------- formatting
 
 def _stamp(when):
@@ -1412,7 +1547,8 @@ class Fetcher(object):
                 return _not_modified(exc.headers)
             raise self._http_error(exc)
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise FeedError(_describe(exc))
+            cause = getattr(exc, "reason", exc)
+            raise FeedError(_describe(exc), timed_out=isinstance(cause, socket.timeout))
         finally:
             _request.limits = None
 
@@ -1487,6 +1623,12 @@ class Fetcher(object):
         """Make requests in flight give up within READ_SLICE seconds."""
         self.stopping.set()
 
+    def forget(self, url):
+        """Close the kept-alive connection of a feed no longer watched."""
+        sock = self._idle.pop(url, None)
+        if sock is not None:
+            sock.close()
+
     def close(self):
         """Close the kept-alive connections."""
         while self._idle:
@@ -1557,39 +1699,29 @@ def fetch_feed(fetch, job, parsing):
             if not (job.etag or job.last_modified):
                 raise FeedError("304 Not Modified to a request that asked for none", 304)
             return Outcome(job.url, 304, None, job.body_sha256, response.etag or job.etag,
-                           response.last_modified or job.last_modified, None, None,
-                           0, time.monotonic() - started)
+                           response.last_modified or job.last_modified,
+                           seconds=time.monotonic() - started, timeout=job.timeout)
         digest = body_sha256(response.body)
         entries = None
         if digest != job.body_sha256:
             with parsing:
                 entries = parse_feed(response.body)
-        return Outcome(job.url, status, entries, digest, response.etag,
-                       response.last_modified, None, None, size,
-                       time.monotonic() - started)
+        return Outcome(job.url, status, entries, digest, response.etag, response.last_modified,
+                       size=size, seconds=time.monotonic() - started, timeout=job.timeout)
     except FeedError as exc:
-        return Outcome(job.url, exc.status or status, None, None, None, None,
-                       str(exc), exc.retry_after, size, time.monotonic() - started)
+        return Outcome(job.url, exc.status or status, error=str(exc),
+                       retry_after=exc.retry_after, size=size,
+                       seconds=time.monotonic() - started, timeout=job.timeout,
+                       timed_out=exc.timed_out)
     except Exception as exc:   # a bug must cost one poll, never the process
-        return Outcome(job.url, status, None, None, None, None,
-                       "internal error: %s" % _describe(exc), None, size,
-                       time.monotonic() - started)
+        return Outcome(job.url, status, error="internal error: %s" % _describe(exc),
+                       size=size, seconds=time.monotonic() - started, timeout=job.timeout)
 
 
 # ---------------------------------------------------------------- the state file and systemd
 
-class SavedFeed(NamedTuple):
-    """What the state file holds of one feed, checked."""
-    seen: Optional[dict]       # entry key -> packed Mark; None: never read yet
-    gone: dict                 # entry key -> wall time it left the feed
-    etag: Optional[str]
-    last_modified: Optional[str]
-    body_sha256: Optional[bytes]
-    failures: int
-
-
 def parse_state(data):
-    """Return {state key: SavedFeed} from a state file's bytes; raise ValueError saying why not."""
+    """Return {state key: FeedState} from a state file's bytes; raise ValueError saying why not."""
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except RecursionError:
@@ -1612,7 +1744,7 @@ def _no_constant(name):
 
 
 def _saved_feed(data, version):
-    """Return the SavedFeed of one feed's JSON; raise ValueError."""
+    """Return the FeedState of one feed's JSON; raise ValueError."""
     _check(isinstance(data, dict), "a feed is not an object")
     seen = data.get("seen")
     if seen is not None:
@@ -1627,9 +1759,9 @@ def _saved_feed(data, version):
     _check(body is None or isinstance(body, str) and _SHA256_HEX.match(body),
            "'body_sha256' is not a sha256")
     # A validator that cannot be sent back is dropped, not a failure forever.
-    return SavedFeed(seen, gone, header_value(data.get("etag")),
-                     header_value(data.get("last_modified")),
-                     bytes.fromhex(body) if body else None, failures)
+    return FeedState(Printed(seen, gone) if seen is not None else None,
+                     header_value(data.get("etag")), header_value(data.get("last_modified")),
+                     bytes.fromhex(body) if body else None, failures, failures > 0)
 
 
 def _check(condition, why):
@@ -1658,7 +1790,7 @@ def _number(value):
 
 
 class StateFile(object):
-    """The --state snapshot: per feed what Feed.to_json() gives, written atomically.
+    """The --state snapshot: per feed what FeedState.to_json() gives, written atomically.
 
     Each feed's JSON is kept as text and only changed feeds are encoded
     again, so saving after an event costs little even with thousands of feeds.
@@ -1670,7 +1802,7 @@ class StateFile(object):
         self._failing = False
 
     def load(self):
-        """Return {state key: SavedFeed}; raise ConfigError if the path cannot be read.
+        """Return {state key: FeedState}; raise ConfigError if the path cannot be read.
 
         A file whose content cannot be used is set aside as FILE.bad-<time>.
         """
@@ -1703,19 +1835,19 @@ class StateFile(object):
                  % (self.path, why, where))
         return {}
 
-    def save(self, feeds, changed):
-        """Write the state of every feed in `feeds` (url -> Feed), re-encoding those in `changed`.
+    def save(self, states, changed):
+        """Write every feed's state (url -> FeedState), re-encoding those in `changed`.
 
         A feed not encoded since the start (it only answered 304) is encoded
         now: the file always holds every feed watched.
         """
-        for url, feed in feeds.items():
+        for url, state in states.items():
             if url in changed or url not in self._fragments:
                 self._fragments[url] = "%s: %s" % (
                     json.dumps(state_key(url), ensure_ascii=False),
-                    json.dumps(feed.to_json(), ensure_ascii=False))
+                    json.dumps(state.to_json(), ensure_ascii=False))
         for url in list(self._fragments):
-            if url not in feeds:
+            if url not in states:
                 del self._fragments[url]
         text = '{"version": %d, "tracker": %s, "feeds": {\n%s}}\n' % (
             STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()))
@@ -1796,59 +1928,14 @@ class Notifier(object):
 # ---------------------------------------------------------------- the scheduler
 
 class Feed(object):
-    """What the tracker knows of one feed; touched by the scheduler thread only."""
+    """The loop's record of one feed: its state and its place in the schedule."""
 
-    __slots__ = ("provider", "seen", "gone", "etag", "last_modified", "body_sha256",
-                 "failures", "failing", "due", "busy", "polls")
+    __slots__ = ("provider", "state", "due", "busy", "polls")
 
-    def __init__(self, provider, saved=None):
+    def __init__(self, provider, state=None):
         self.provider = provider
-        self.seen = None          # entry_key -> packed Mark; None until the first good poll
-        self.gone = {}            # entry_key -> wall time it left the feed
-        self.etag = self.last_modified = self.body_sha256 = None
-        self.failures, self.failing = 0, False
+        self.state = state if state is not None else FeedState()
         self.due, self.busy, self.polls = 0.0, False, 0
-        if saved is not None:
-            self.seen, self.gone = saved.seen, dict(saved.gone)
-            self.etag, self.last_modified = saved.etag, saved.last_modified
-            self.body_sha256, self.failures = saved.body_sha256, saved.failures
-            self.failing = saved.failures > 0
-
-    def job(self, timeout):
-        return Job(self.provider.url, self.etag, self.last_modified, self.body_sha256, timeout)
-
-    def remember(self, marks, now):
-        """Take the marks of a fresh parse; forget entries gone for GONE_GRACE."""
-        seen = self.seen or {}
-        for key in seen:
-            if key not in marks:
-                self.gone.setdefault(key, now)
-        for key in marks:
-            self.gone.pop(key, None)
-        for key, since in list(self.gone.items()):
-            if now - since > GONE_GRACE:
-                del self.gone[key]
-                seen.pop(key, None)
-        seen.update(marks)
-        self.seen = seen
-
-    def unprint(self, key, undo):
-        """Put an entry's mark back where it was before an event that was not printed.
-
-        The validators and the body's sha256 go too: the next poll must read
-        and diff the feed again, not take a 304 for "nothing new".
-        """
-        self.seen[key] = undo
-        self.etag = self.last_modified = self.body_sha256 = None
-
-    def to_json(self):
-        """Return what a restart needs to know of this feed, as JSON-ready data."""
-        seen = None if self.seen is None else {
-            "%016x" % key: mark for key, mark in self.seen.items()}
-        gone = {"%016x" % key: since for key, since in self.gone.items()}
-        return {"seen": seen, "gone": gone, "etag": self.etag,
-                "last_modified": self.last_modified, "failures": self.failures,
-                "body_sha256": self.body_sha256.hex() if self.body_sha256 else None}
 
 
 class _Wakeup(object):
@@ -1883,29 +1970,41 @@ class _Wakeup(object):
         self._writer.close()
 
 
-def backoff_delay(failures, interval, retry_after=None, rand=random.random):
-    """Return seconds until the next try of a feed that failed `failures` times."""
-    delay = interval * 2 ** min(max(failures, 1) - 1, 20)
-    delay *= 0.8 + 0.4 * rand()                       # jitter: no herd
-    delay = max(interval, min(delay, BACKOFF_CAP))    # capped after the jitter
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
-    return delay
+class Lane(object):
+    """One lane of polls: a ThreadPoolExecutor running work(job) for each job."""
+
+    def __init__(self, workers, work):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        self._work = work
+
+    def submit(self, job):
+        self._pool.submit(self._work, job)
+
+    def shutdown(self):
+        """Start no more jobs; the ones in hand end by their deadline."""
+        self._pool.shutdown(wait=False)
 
 
 class Tracker(object):
-    """Poll feeds on schedule with a thread pool; the thread calling run() owns all state.
+    """Poll feeds on schedule in two lanes of workers; the thread calling run() owns all state.
 
     The edges are parameters: fetch (the network), emit and log (stdout and
-    stderr), clock and wall (monotonic and epoch time), state_file (a
-    StateFile or None) and saved (what it loaded), notify (systemd) and reload (returns
-    the providers on SIGHUP).  emit raising OSError or ValueError means
+    stderr), clock and wall (monotonic and epoch time), wait (sleeps until a
+    timeout or a wake-up; a test's can move a fake clock), lane (makes a
+    Lane(workers, work)), state_file (a StateFile or None) and saved (what it
+    loaded), notify (systemd) and reload (returns the providers on SIGHUP).
+    The constructor does no I/O.  emit raising OSError or ValueError means
     stdout is gone: run() keeps the unprinted events unprinted and returns 1.
+
+    A feed whose last poll failed or was slow polls in the slow lane, a few
+    workers of its own, so dead servers wait for each other, never for (or
+    instead of) the healthy ones; in the fast lane a poll gets at most
+    Config.fast_timeout seconds before it is moved there.
     """
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
-                 log=None, clock=time.monotonic, wall=time.time, state_file=None,
-                 notify=None, reload=None, saved=None):
+                 log=None, clock=time.monotonic, wall=time.time, wait=None, lane=Lane,
+                 state_file=None, notify=None, reload=None, saved=None):
         self.config = config
         self.fetch = fetch if fetch is not None else Fetcher()
         self.emit = emit or (lambda text: None)
@@ -1917,18 +2016,20 @@ class Tracker(object):
         self.stats = collections.Counter()
         self.stopping = False
         self.unprinted = 0        # events stdout did not take; run() returns 1
+        self._make_lane = lane
+        self._lanes = None        # fast and slow, made by run()
         self._queue = []          # heap of (due, sequence, url)
         self._sequence = 0
         self._done = collections.deque()
         self._wakeup = _Wakeup()
+        self._wait = wait or self._wakeup.wait
         self._requests = set()    # "reload", "summary": asked for by signals
         self._changed = set()     # urls whose state is not saved yet
         self._saved_at = clock()
         self._ready = False
         self._unpolled = set()    # feeds the first round still waits for
         self._held = []           # (url, Event) of the first round, printed when it ends
-        self._once = False
-        self._sleeping = True     # the scheduler is in, or about to enter, select()
+        self._sleeping = True     # the scheduler is in, or about to enter, its wait
         # Parsing holds the GIL: more parses at once only add their trees to
         # the peak memory (the first round of 5,000 feeds is all parsing).
         self._parsing = threading.BoundedSemaphore(PARSE_SLOTS)
@@ -1960,12 +2061,13 @@ class Tracker(object):
 
     def run(self, rounds=None):
         """Poll until stopped (or each feed `rounds` times); return an exit code."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.workers)
-        self._once = rounds is not None
+        workers = self.config.workers
+        self._lanes = (self._make_lane(workers, self._work),
+                       self._make_lane(min(SLOW_LANE_WORKERS, workers), self._work))
         try:
             while not self.stopping and not self._finished(rounds):
-                self._launch_due(pool, rounds)
-                self._wakeup.wait(self._seconds_to_next())
+                self._launch_due(rounds)
+                self._wait(self._seconds_to_next())
                 self._serve_requests()
                 events = []
                 while self._done:
@@ -1977,12 +2079,13 @@ class Tracker(object):
             for ending in ("stop", "close"):   # what a Fetcher has; a test's may not
                 if hasattr(self.fetch, ending):
                     getattr(self.fetch, ending)()
-            pool.shutdown(wait=False)
+            for lane in self._lanes:
+                lane.shutdown()
             self._take_back(self._held)        # stopped before the first round ended
             if self._changed and self.state_file:
-                self.state_file.save(self.feeds, self._changed)
+                self._save()
             self._wakeup.close()
-        failed = [f for f in self.feeds.values() if f.polls and f.failing]
+        failed = [f for f in self.feeds.values() if f.polls and f.state.failures]
         return 1 if self.unprinted or rounds is not None and failed else 0
 
     def summary(self):
@@ -1990,8 +2093,8 @@ class Tracker(object):
         counts = self.stats
         return ("summary: feeds=%d polls=%d ok=%d not_modified=%d unchanged=%d "
                 "errors=%d events=%d" % (
-                    len(self.feeds), counts["polls"], counts["ok"],
-                    counts["not_modified"], counts["unchanged"], counts["errors"],
+                    len(self.feeds), counts["polls"], counts["parsed"] + counts["unchanged"],
+                    counts["not_modified"], counts["unchanged"], counts["error"],
                     counts["events"]))
 
     def _publish(self, events):
@@ -2024,17 +2127,24 @@ class Tracker(object):
             self.stats["events"] += 1
 
     def _take_back(self, events):
-        """Mark (url, Event) pairs as not printed: the next run prints them."""
+        """Mark (url, Event) pairs as not printed: the next run prints them.
+
+        The validators and the body's sha256 go too: the next poll must read
+        and diff the feed again, not take a 304 for "nothing new".
+        """
         done = set()
         for url, event in events:
             feed = self.feeds.get(url)
             if feed is not None and (url, event.key) not in done:
                 done.add((url, event.key))    # its first unprinted event says where to go back to
-                feed.unprint(event.key, event.undo)
+                feed.state = feed.state._replace(
+                    printed=feed.state.printed.taken_back(event.key, event.undo),
+                    etag=None, last_modified=None, body_sha256=None)
                 self._changed.add(url)
 
     def _save(self):
-        if self.state_file.save(self.feeds, self._changed):
+        states = collections.OrderedDict((url, f.state) for url, f in self.feeds.items())
+        if self.state_file.save(states, self._changed):
             self._changed.clear()
         self._saved_at = self.clock()
 
@@ -2090,6 +2200,8 @@ class Tracker(object):
         for url in removed:
             del self.feeds[url]
             self._unpolled.discard(url)
+            if hasattr(self.fetch, "forget"):   # its kept-alive connection goes too
+                self.fetch.forget(url)
         added = [p for url, p in wanted.items() if url not in self.feeds]
         for url, provider in wanted.items():
             if url in self.feeds:
@@ -2125,11 +2237,12 @@ class Tracker(object):
             wait = min(wait, self._watchdog_at - self.clock())
         return max(0.0, wait)
 
-    def _launch_due(self, pool, rounds):
+    def _launch_due(self, rounds):
         """Launch every poll due now or within a short quantum: one wake-up, many polls."""
         self._sleeping = False
         now = self.clock()
         horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 10)
+        fast = min(self.config.timeout, self.config.fast_timeout)
         while self._queue and self._queue[0][0] <= horizon:
             due, _, url = heapq.heappop(self._queue)
             feed = self.feeds.get(url)
@@ -2139,7 +2252,10 @@ class Tracker(object):
                 continue
             feed.busy = True
             self.stats["lateness_max"] = max(self.stats["lateness_max"], now - due)
-            pool.submit(self._work, feed.job(self.config.timeout))
+            state = feed.state
+            timeout = self.config.timeout if state.slow or self.config.once else fast
+            self._lanes[state.slow].submit(Job(url, state.etag, state.last_modified,
+                                               state.body_sha256, timeout))
 
     def _work(self, job):
         """Run in a worker thread: poll, hand the outcome to the scheduler."""
@@ -2150,72 +2266,24 @@ class Tracker(object):
     # -- applying outcomes (scheduler thread)
 
     def _apply(self, outcome):
-        """Take one poll's outcome into the feed's state; return (url, Event) to print."""
+        """Take one poll's outcome into its feed; return (url, Event) to print."""
         feed = self.feeds.get(outcome.url)
         if feed is None or not feed.busy:
             return []   # removed by a reload while it was polled
         feed.busy = False
         feed.polls += 1
         self._unpolled.discard(outcome.url)
+        step = poll_step(feed.state, feed.provider, outcome, self.config, feed.due,
+                         self.clock(), self.wall())
+        feed.state = step.state
+        for line in step.logs:
+            self.log(line)
         self.stats["polls"] += 1
-        self._log_poll(feed, outcome)
-        if outcome.error is not None:
-            self._failed(feed, outcome)
-            return []
-        self._recovered(feed)
-        if (feed.etag, feed.last_modified) != (outcome.etag, outcome.last_modified):
-            feed.etag, feed.last_modified = outcome.etag, outcome.last_modified
-            self._changed.add(feed.provider.url)
-        events = self._diff(feed, outcome) if outcome.entries is not None else []
-        self._schedule(feed, max(feed.due + self.config.interval, self.clock()))
-        return events
-
-    def _diff(self, feed, outcome):
-        # Until a feed has shown an entry, its next copy is still a first look:
-        # a feed that answered empty once must not print its whole history.
-        first = not feed.seen
-        diff = diff_entries(feed.seen or {}, outcome.entries, first,
-                            self.config.history if first else 0, feed.provider.name,
-                            self.wall())
-        feed.remember(diff.marks, self.wall())
-        feed.body_sha256 = outcome.body_sha256
-        self._changed.add(feed.provider.url)
-        if self.config.verbose:
-            for note in diff.notes:
-                self.log("%s: %s" % (feed.provider.name, note))
-        return [(feed.provider.url, event) for event in diff.events]
-
-    def _failed(self, feed, outcome):
-        feed.failures += 1
-        self.stats["errors"] += 1
-        if not feed.failing:
-            feed.failing = True
-            self.log("%s (%s) is failing: %s%s" % (
-                feed.provider.name, redact(feed.provider.url), outcome.error,
-                "" if self._once else "; retrying with backoff"))
-        self._changed.add(feed.provider.url)
-        delay = backoff_delay(feed.failures, self.config.interval, outcome.retry_after)
-        self._schedule(feed, self.clock() + delay)
-
-    def _recovered(self, feed):
-        if feed.failing:
-            self.log("%s (%s) recovered after %d failed polls" % (
-                feed.provider.name, redact(feed.provider.url), feed.failures))
-            self._changed.add(feed.provider.url)
-        feed.failures, feed.failing = 0, False
-
-    def _log_poll(self, feed, outcome):
-        if outcome.status == 304:
-            self.stats["not_modified"] += 1
-        elif outcome.error is None:
-            self.stats["ok"] += 1
-            if outcome.entries is None:
-                self.stats["unchanged"] += 1
-        if self.config.verbose:
-            what = outcome.error or ("unchanged" if outcome.entries is None else "parsed")
-            self.log("poll %s %s %dB %dms %s" % (
-                feed.provider.name, outcome.status or "-", outcome.size,
-                outcome.seconds * 1000, what))
+        self.stats[step.kind] += 1
+        if step.changed:
+            self._changed.add(outcome.url)
+        self._schedule(feed, step.due)
+        return [(outcome.url, event) for event in step.events]
 
 
 # ---------------------------------------------------------------- command line
@@ -2327,9 +2395,10 @@ def main(argv=None):
     except ConfigError as exc:
         log("error: %s" % exc)
         return 2
-    config = Config(args.interval, args.timeout,
-                    args.workers or min(MAX_WORKERS, len(providers)),
-                    args.history, args.json, args.verbose)
+    config = Config(interval=args.interval, timeout=args.timeout,
+                    workers=args.workers or min(MAX_WORKERS, len(providers)),
+                    history=args.history, json=args.json, verbose=args.verbose,
+                    once=args.once)
     fetch = Fetcher(max_idle=_connection_budget(config.workers))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
                       notify=Notifier(), reload=providers_now, saved=saved)

@@ -8,6 +8,7 @@ No test touches the internet.
 
 import ast
 import base64
+import collections
 import email.utils
 import glob
 import gzip
@@ -384,6 +385,7 @@ class Script(object):
         self.routes = {}
         self.requests = []
         self.peers = []      # the client's port, request by request
+        self.closed = []     # the client's port, connection by connection, once closed
 
     def set(self, path, body=b"", status=200, headers=None, etag=None):
         self.routes[path] = (status, body, dict(headers or {}), etag)
@@ -418,6 +420,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             http.server.BaseHTTPRequestHandler.handle(self)
         except (ConnectionResetError, BrokenPipeError):
             pass   # the tracker closed a kept-alive connection: not a test failure
+        finally:
+            self.server.script.closed.append(self.client_address[1])
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -590,7 +594,7 @@ def test_tracker_skips_parsing_unchanged_bodies_and_uses_304(server, monkeypatch
 
 
 def test_failing_feed_is_logged_once_then_recovery_once_and_others_go_on(server, monkeypatch):
-    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None, rand=None: interval)
     server.script.set("/bad", b"oops", status=500)
     server.script.set("/good", openai_feed(OPENAI_NO_COMPONENTS))
     providers = [tracker.Provider(server.url + "/bad", "Bad"),
@@ -1098,24 +1102,33 @@ def failing_then_recovered(url, reason, logs):
 
 
 @pytest.mark.parametrize("fault, reason", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
-def test_a_fault_is_logged_once_when_it_starts_and_once_when_it_ends(
-        server, monkeypatch, fault, reason):
-    # Defence: Tracker._failed/_recovered log once each; the fetcher and the
-    # parser give the reason in one line.  Other feeds go on meanwhile.
-    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+def test_a_fault_is_one_clean_line_of_reason(server, fault, reason):
+    # Defence: the fetcher and the parser give the reason in one line; the
+    # step logs it once when failing starts (test_the_step_logs_failing_once...).
     if callable(fault):
         fault(server.script)
     else:
         server.script.set("/f", **fault)
+    outcome = poll_once(server.url + "/f", timeout=2.0)
+    assert outcome.error.startswith(reason), outcome.error
+    assert not UNPRINTABLE.search(outcome.error)
+    server.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS))
+    assert poll_once(server.url + "/f").error is None
+
+
+def test_a_fault_is_logged_once_when_it_starts_and_once_when_it_ends(server, monkeypatch):
+    # End to end, one fault: other feeds go on meanwhile.
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None, rand=None: interval)
+    server.script.set("/f", b"<html><body>Maintenance</body></html>")
     server.script.set("/good", openai_feed(OPENAI_NO_COMPONENTS))
     logs = run_faulty(server.url + "/f", good=server.url + "/good",
                       fix=lambda: server.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS)))
-    failing_then_recovered(server.url + "/f", reason, logs)
+    failing_then_recovered(server.url + "/f", "got an HTML page, not a feed", logs)
 
 
 def test_connection_refused_then_back_is_logged_once_each(monkeypatch):
     # Defence: as above, for a server that is not there at all, then is.
-    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None, rand=None: interval)
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -1151,7 +1164,7 @@ def answer_plain_http(sock):
 ], ids=["DNS", "TLS"])
 def test_dns_and_tls_failures_are_logged_once(raw_server, monkeypatch, url, reason):
     # Defence: _describe names them; Tracker._failed logs once, not each poll.
-    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None: interval)
+    monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None, rand=None: interval)
     url = url.replace("{port}", str(raw_server(answer_plain_http)))
     logs = run_faulty(url)
     assert len(logs) == 1 and logs[0].startswith("F (%s) is failing: %s" % (url, reason)), logs
@@ -1170,25 +1183,66 @@ def test_backoff_is_exponential_jittered_capped_and_never_gives_up():
     assert tracker.backoff_delay(4, 60.0, 5.0, rand=lambda: 0.5) == 480.0
 
 
-def test_the_tracker_backs_off_and_counts_afresh_after_a_success():
-    # Defence: Tracker._failed counts failures into backoff_delay, and
-    # _recovered resets them.  A fake clock: no waiting.
-    now, url = [1000.0], "http://feed.invalid/x"
-    poller = tracker.Tracker([tracker.Provider(url, "F")], tracker.Config(interval=10.0),
-                             fetch=lambda *args: None, clock=lambda: now[0])
-    feed = poller.feeds[url]
+FEED = tracker.Provider("http://feed.test/x", "F")
 
-    def poll(error):
-        now[0] = feed.due
-        feed.busy = True
-        poller._apply(tracker.Outcome(url, 500 if error else 200, None, None, None, None,
-                                      error, None, 0, 0.0))
-        return feed.due - now[0]
-    waits = [poll("HTTP 500") for _ in range(4)] + [poll(None), poll("HTTP 500")]
-    poller._wakeup.close()
-    for wait, nominal in zip(waits[:4], (10, 20, 40, 80)):
-        assert max(10, 0.8 * nominal) <= wait <= 1.2 * nominal
-    assert waits[4] == 10.0 and 10 <= waits[5] <= 12
+
+def steps(outcomes, config=tracker.Config(interval=10.0), state=tracker.FeedState()):
+    """Run outcomes through poll_step, each at its due time; return the Steps."""
+    done, due = [], 1000.0
+    for outcome in outcomes:
+        step = tracker.poll_step(state, FEED, outcome, config, due, due, 1.8e9,
+                                 rand=lambda: 0.5)
+        done.append(step)
+        state, due = step.state, step.due
+    return done
+
+
+def failed(error="HTTP 500", **fields):
+    return tracker.Outcome(FEED.url, 500, error=error, **fields)
+
+
+def test_the_step_backs_off_and_counts_afresh_after_a_success():
+    # Defence: failures count into backoff_delay; a success resets them.
+    done = steps([failed()] * 4 + [tracker.Outcome(FEED.url, 304)] + [failed()])
+    assert [s.kind for s in done] == ["error"] * 4 + ["not_modified", "error"]
+    assert [round(s.due - due) for s, due in zip(done, [1000.0] + [d.due for d in done])] == [
+        10, 20, 40, 80, 10, 10]
+    assert done[3].state.failures == 4 and done[4].state.failures == 0
+
+
+def test_the_step_logs_failing_once_and_recovered_once():
+    done = steps([failed()] * 3 + [tracker.Outcome(FEED.url, 304)] * 2)
+    assert [s.logs for s in done] == [
+        ["F (http://feed.test/x) is failing: HTTP 500; retrying with backoff"], [], [],
+        ["F (http://feed.test/x) recovered after 3 failed polls"], []]
+    assert [s.changed for s in done] == [True, True, True, True, False]
+
+
+def test_the_step_honours_retry_after_and_says_nothing_of_retries_with_once():
+    [step] = steps([failed("HTTP 429", retry_after=600.0)],
+                   tracker.Config(interval=10.0, once=True))
+    assert step.due == 1600.0
+    assert step.logs == ["F (http://feed.test/x) is failing: HTTP 429"]
+
+
+def test_a_fast_lane_timeout_moves_the_feed_to_the_slow_lane_at_once_silently():
+    config = tracker.Config(interval=10.0, timeout=20.0)
+    timed_out = failed("timed out", timeout=5.0, timed_out=True)
+    first, second = steps([timed_out, failed("timed out", timeout=20.0, timed_out=True)], config)
+    assert (first.kind, first.due, first.logs, first.state.slow) == ("slow", 1000.0, [], True)
+    assert second.kind == "error" and second.logs[0].endswith("timed out; retrying with backoff")
+    back = steps([tracker.Outcome(FEED.url, 304, seconds=0.1)], config, second.state)[0]
+    assert not back.state.slow                      # a quick answer: the fast lane again
+
+
+def test_the_step_of_a_changed_feed_prints_and_remembers():
+    body = github_feed(GITHUB_OPEN)
+    outcome = tracker.Outcome(FEED.url, 200, tracker.parse_feed(body), b"sha", 'W/"1"')
+    first, again = steps([outcome, outcome._replace(entries=tracker.parse_feed(body))])
+    assert [e.entry.updates[e.index].label for e in first.events] == ["Update"]
+    assert (first.kind, first.changed, first.state.etag, first.state.body_sha256) == (
+        "parsed", True, 'W/"1"', b"sha")
+    assert again.events == [] and len(again.state.printed.marks) == 2
 
 
 def http_date(offset):
@@ -1615,8 +1669,8 @@ def test_a_crash_while_writing_the_state_leaves_the_old_file(tmp_path, monkeypat
     # a real crash leaves its temporary file behind: loading ignores it
     write(tmp_path, "state.json.tmp-12345", '{"version": 1, "fee')
     logs = []
-    assert tracker.StateFile(path, logs.append).load() == {"http://x.test/feed": tracker.SavedFeed(
-        {0xa1: 2}, {}, None, None, None, 0)}
+    [(url, state)] = tracker.StateFile(path, logs.append).load().items()
+    assert (url, state.printed.marks, state.printed.gone) == ("http://x.test/feed", {0xa1: 2}, {})
     assert logs == []
 
 
@@ -1722,22 +1776,21 @@ def test_sd_notify_ready_watchdog_and_stopping_reach_a_unix_socket(server, tmp_p
 
 
 def test_entries_that_leave_and_come_back_are_not_new_until_the_grace_ends():
-    feed = tracker.Feed(tracker.Provider("http://x.test/feed", "X"))
     both = tracker.parse_feed(openai_feed(OPENAI_RESOLVED, OPENAI_NO_COMPONENTS))
     marks = tracker.diff_entries({}, both, first=True)[1]
     kept = tracker.entry_key(both[0].id)
-    feed.remember(marks, now=0.0)
-    feed.remember({kept: marks[kept]}, now=10.0)                 # the second one left
-    assert tracker.diff_entries(feed.seen, both)[0] == []        # and came back: not new
-    feed.remember({kept: marks[kept]}, now=20.0)
-    feed.remember({kept: marks[kept]}, now=20.0 + tracker.GONE_GRACE + 11)
-    assert list(feed.seen) == [kept] and feed.gone == {}
+    printed = tracker.Printed().remembered(marks, now=0.0)
+    printed = printed.remembered({kept: marks[kept]}, now=10.0)   # the second one left
+    assert tracker.diff_entries(printed.marks, both)[0] == []     # and came back: not new
+    printed = printed.remembered({kept: marks[kept]}, now=20.0)
+    printed = printed.remembered({kept: marks[kept]}, now=20.0 + tracker.GONE_GRACE + 11)
+    assert list(printed.marks) == [kept] and printed.gone == {}
 
 
 def test_a_state_file_that_cannot_be_written_is_reported_once(tmp_path):
     logs = []
     state = tracker.StateFile(str(tmp_path / "missing-folder" / "state.json"), logs.append)
-    feeds = {"http://x.test/feed": tracker.Feed(tracker.Provider("http://x.test/feed", "X"))}
+    feeds = {"http://x.test/feed": tracker.FeedState()}
     assert not state.save(feeds, set(feeds)) and not state.save(feeds, set())
     assert len(logs) == 1 and logs[0].startswith("cannot write state file ")
 
@@ -2373,3 +2426,84 @@ def test_a_password_that_breaks_the_url_is_not_echoed_in_the_error(tmp_path, cap
 
 def test_needless_percent_escapes_are_one_spelling():
     assert tracker.normalise_url("http://h/%6Fa%2Fb%7e?q=%61") == "http://h/oa%2Fb~?q=a"
+
+
+
+# ---------------------------------------------------------------- the scheduler
+
+class InlineLane(object):
+    """A lane that runs each job at once, in the scheduler's own thread."""
+
+    def __init__(self, workers, work):
+        self.work = work
+
+    def submit(self, job):
+        self.work(job)
+
+    def shutdown(self):
+        pass
+
+
+def test_an_hour_of_schedule_runs_in_milliseconds_on_a_fake_clock():
+    now, calls = [0.0], collections.defaultdict(list)
+    body = github_feed(GITHUB_OPEN)
+
+    def fetch(url, etag=None, last_modified=None, timeout=None):
+        calls[url].append(now[0])
+        return tracker.Response(200, body, None, None)   # unchanged after the first: not parsed
+
+    def wait(seconds):
+        now[0] += seconds
+    providers = [tracker.Provider("http://feed%d.test/x" % n, "F%d" % n) for n in range(3)]
+    lines = []
+    poller = tracker.Tracker(providers, tracker.Config(interval=10.0), fetch=fetch,
+                             emit=lines.append, clock=lambda: now[0],
+                             wall=lambda: 1.8e9 + now[0], wait=wait, lane=InlineLane)
+    assert poller.run(rounds=360) == 0
+    for times in calls.values():
+        assert len(times) == 360
+        assert {round(later - earlier, 6) for earlier, later in zip(times, times[1:])} == {10.0}
+    assert len(lines) == 3 and poller.stats["parsed"] == 3 and poller.stats["unchanged"] == 1077
+
+
+def test_more_dead_servers_than_workers_never_delay_a_healthy_feed(server):
+    # Defence: the lanes.  Six servers that accept and never answer, two
+    # workers: each dead feed gets fast_timeout in the fast lane, then waits
+    # for the other dead ones in the slow lane; the healthy feed never waits.
+    polls, silent = [], [listening_silently() for _ in range(6)]
+
+    def healthy(handler):
+        polls.append(time.monotonic())
+        reply(handler, openai_feed(OPENAI_NO_COMPONENTS))
+    server.script.set("/ok", healthy)
+    dead = [tracker.Provider("http://127.0.0.1:%d/" % sock.getsockname()[1], "Dead%d" % n)
+            for n, sock in enumerate(silent)]
+    started = time.monotonic()
+    config = tracker.Config(interval=0.1, timeout=1.0, workers=2, fast_timeout=0.1)
+    lines, logs, poller = run_tracker(dead + [tracker.Provider(server.url + "/ok", "Healthy")],
+                                      config, lambda lines, logs: time.monotonic() - started > 2.5)
+    for sock in silent:
+        sock.close()
+    settled = [when for when in polls if when - started > 0.8]   # after the first round
+    gaps = [later - earlier for earlier, later in zip(settled, settled[1:])]
+    assert len(settled) >= 10 and max(gaps) < 0.1 + 0.15, gaps
+    expected = ["%s (%s) is failing: timed out; retrying with backoff" % (p.name, p.url)
+                for p in dead]
+    assert logs and len(set(logs)) == len(logs) and set(logs) <= set(expected)
+    assert poller.stats["slow"] == 6
+
+
+def test_a_feed_removed_by_a_reload_has_its_connection_closed(server):
+    server.script.set("/a", github_feed(GITHUB_OPEN))
+    server.script.set("/b", openai_feed(OPENAI_RESOLVED))
+    providers = [tracker.Provider(server.url + "/a", "A"), tracker.Provider(server.url + "/b", "B")]
+    fetch = tracker.Fetcher()
+    poller = tracker.Tracker(providers, tracker.Config(), fetch=fetch)
+    for provider in providers:       # both kept alive
+        fetch(provider.url)
+    poller.replace_providers(providers[1:])
+    deadline = time.monotonic() + 5
+    while not server.script.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.script.closed == [server.script.peers[-2]]         # A's, and only A's
+    fetch.close()
