@@ -391,11 +391,7 @@ def parse_date(text):
     match = _RFC3339.match(text)
     if match:
         year, month, day, hour, minute, second, fraction, zone = match.groups()
-        offset = 0.0
-        if zone and zone not in "Zz":
-            sign = -1 if zone[0] == "-" else 1
-            digits = zone[1:].replace(":", "")
-            offset = sign * (int(digits[:2]) + int(digits[2:]) / 60.0)
+        offset = _offset_hours(zone) if zone and zone not in "Zz" else 0.0
         micro = int((fraction or "0")[:6].ljust(6, "0"))
         return _utc(int(year), int(month), int(day), int(hour or 0),
                     int(minute or 0), int(second or 0), micro, offset)
@@ -410,16 +406,22 @@ def parse_date(text):
     return _utc(*parts[:6], offset=offset)
 
 
-def parse_block_date(text, reference, forward=False):
+def _offset_hours(zone):
+    """Return "+05:30", "-0300" or "-03" as hours east of UTC."""
+    digits = zone[1:].replace(":", "")
+    return (-1 if zone[0] == "-" else 1) * (int(digits[:2]) + int(digits[2:] or 0) / 60.0)
+
+
+def parse_block_date(text, reference, opened_only=False):
     """Return (aware UTC, zone name not understood or "") of a Statuspage block date.
 
     "Jul  9, 06:01 UTC" gives no year.  The reference is the entry's newest
     date, and a block is no later than that (+2 days of slack): the latest
     such year is taken, so a Dec 31 block of an entry updated Jan 2 is in the
     previous year, and a postmortem months later does not move old blocks
-    into the future.  An entry with only <published> (its opening) gives
-    forward=True: a block is no earlier than that, so its Jan 1 block is in
-    the new year.  An unknown zone is read as UTC.  The time is None when
+    into the future.  For an entry with only <published> (its opening,
+    opened_only=True) a block is no earlier than that, so its Jan 1 block is
+    in the new year.  An unknown zone is read as UTC.  The time is None when
     there is no date, or no year to be had.
     """
     match = _BLOCK_DATE.search(text)
@@ -429,9 +431,7 @@ def parse_block_date(text, reference, forward=False):
     _, day, year, hour, minute, name, number = match.groups()
     unknown = ""
     if number:
-        sign = -1 if number[0] == "-" else 1
-        digits = number[1:].replace(":", "")
-        offset = sign * (int(digits[:2]) + int(digits[2:] or 0) / 60.0)
+        offset = _offset_hours(number)
     else:
         offset = ZONES.get((name or "UTC").upper())
         if offset is None:
@@ -445,7 +445,7 @@ def parse_block_date(text, reference, forward=False):
     if not candidates or year:
         return (candidates[0] if candidates else None), unknown
     slack = timedelta(days=2)
-    if forward:
+    if opened_only:
         after = [when for when in candidates if when >= reference - slack]
         return (after[0] if after else candidates[-1]), unknown
     before = [when for when in candidates if when <= reference + slack]
@@ -877,6 +877,8 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
         notes.extend(entry.notes)
         new = mark_through(entry)
         packed = seen.get(key)
+        # no Mark to compare with: a new entry, NOTHING_PRINTED, a format-1 mark
+        old = Mark.unpack(packed) if packed is not None and packed > 0 else None
         if first:
             indexes = [0] if is_open(entry) else []
         elif packed is None and 0 < new.time < horizon:
@@ -885,10 +887,11 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
             indexes = range(len(entry.updates))
         else:
             indexes = fresh_updates(entry, packed)
-        marks[key] = new.pack()
-        if packed is not None and packed >= 0 and not indexes and not _ahead(new, Mark.unpack(packed)):
+        if old is not None and not indexes and not _ahead(new, old):
             marks[key] = packed            # what was printed stays printed
-            stale += _ahead(Mark.unpack(packed), new)
+            stale += _ahead(old, new)
+        else:
+            marks[key] = new.pack()
         kind = "update" if packed is not None else "new"
         fresh += [(entry, index, kind) for index in indexes]
     if first and history:

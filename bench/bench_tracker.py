@@ -73,6 +73,7 @@ FEEDS_DIR = os.path.join(ROOT, "testdata")
 OPENAI_SAMPLE = "openai-incidentio-history-20260914.atom"
 STATUSPAGE_SAMPLE = "anthropic-claude-statuspage-history-20261008.atom"
 HOST = b"HOST-PLACEHOLDER"       # replaced by each feed's own host when served
+DRIP_EVERY = 1.0                 # seconds between the bytes of a dripping dead feed
 TOKEN = re.compile(r"inj-(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -193,7 +194,7 @@ class FarmFeed(object):
     """One served feed: shared template entries plus its own changes."""
 
     __slots__ = ("number", "shape", "host", "entries", "version", "served", "etag",
-                 "times", "changed_at")
+                 "times", "conns", "changed_at", "dead")
 
     def __init__(self, number, shape, entries):
         self.number, self.shape = number, shape
@@ -203,7 +204,9 @@ class FarmFeed(object):
         self.served = -1               # version last sent with a 200 / confirmed by a 304
         self.etag = None               # cached per version (Statuspage shape)
         self.times = []                # monotonic arrival time of each request
+        self.conns = []                # number of the TCP connection each request came on
         self.changed_at = None
+        self.dead = None               # None (healthy), "hang" or "drip"
 
 
 class Farm(object):
@@ -219,11 +222,20 @@ class Farm(object):
         self.feeds = [FarmFeed(n, "openai" if n < openai_count else "statuspage",
                                self.templates["openai" if n < openai_count else "statuspage"][1])
                       for n in range(count)]
+        # dead feeds: a --dead share of them, spread over both shapes; half hang, half drip
+        dead = sorted(random.Random(config["seed"] + 7919).sample(
+            range(count), int(round(count * config.get("dead", 0.0)))))
+        for index, number in enumerate(dead):
+            self.feeds[number].dead = "hang" if index % 2 == 0 else "drip"
+        self.live = [feed for feed in self.feeds if feed.dead is None]
+        self.dripping = {}             # socket -> state of a dripping answer
+        self.next_drip = None
         self.counters = collections.Counter()
         self.injections = []
         self.inject_every = self.next_inject = None
         self.per_tick = 1
-        self.fetched = 0               # feeds fetched at least once
+        self.fetched = 0               # healthy feeds fetched at least once
+        self.fetched_dead = 0          # dead feeds asked at least once
         self.service_max = self.loop_lag_max = self.build_max = 0.0
         self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -252,8 +264,11 @@ class Farm(object):
 
     # -- HTTP
 
-    def respond(self, request):
-        """Return (response bytes, counter key, body length, keep-alive?) for a request head."""
+    def respond(self, request, conn=0):
+        """Return (response bytes, counter key, body length, keep-alive?) for a request head.
+
+        A dead feed's key is "dead hang" (the response is empty: never answer)
+        or "dead drip" (the response is the head; the body then drips)."""
         lines = request.split(b"\r\n")
         parts = lines[0].split()
         headers = {}
@@ -262,10 +277,10 @@ class Farm(object):
             headers[name.strip().lower()] = value.strip()
         # HTTP/1.1 connections persist unless the client says close (urllib always does)
         keep = parts[2:] == [b"HTTP/1.1"] and headers.get(b"connection", b"").lower() != b"close"
-        response, key, length = self._answer(parts, headers, keep)
+        response, key, length = self._answer(parts, headers, keep, conn)
         return response, key, length, keep
 
-    def _answer(self, parts, headers, keep):
+    def _answer(self, parts, headers, keep, conn=0):
         connection = "" if keep else "Connection: close\r\n"
         match = re.match(rb"/feeds/(\d+)\.atom$", parts[1]) if len(parts) == 3 else None
         number = int(match.group(1)) if match else -1
@@ -275,8 +290,17 @@ class Farm(object):
         feed = self.feeds[number]
         now = time.monotonic()
         if not feed.times:
-            self.fetched += 1
+            if feed.dead:
+                self.fetched_dead += 1
+            else:
+                self.fetched += 1
         feed.times.append(now)
+        feed.conns.append(conn)
+        if feed.dead == "hang":      # never answer; keep the connection open
+            return b"", "dead hang", 0
+        if feed.dead == "drip":      # promise a large body, then a byte a second
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
+                    b"Content-Length: 10000000\r\n\r\n"), "dead drip", 0
         date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
         wall = datetime.now(timezone.utc)
         kind = "first" if feed.served < 0 else (
@@ -313,8 +337,10 @@ class Farm(object):
                 return
             sock.setblocking(False)
             self.counters["connections"] += 1
+            # in, out, service start, keep-alive, connection number, dead kind
             self.selector.register(sock, selectors.EVENT_READ,
-                                   [b"", b"", time.monotonic(), False])
+                                   [b"", b"", time.monotonic(), False,
+                                    self.counters["connections"], None])
 
     def readable(self, sock, state):
         try:
@@ -325,6 +351,8 @@ class Farm(object):
             data = b""
         if not data:
             return self.close(sock, state)
+        if state[5]:                 # a dead feed's connection: whatever comes is dropped
+            return
         state[0] += data
         self.process(sock, state)
 
@@ -337,13 +365,18 @@ class Farm(object):
             return
         self.counters["request bytes"] += end + 4
         state[2] = time.monotonic()     # service time: from a whole request to its last byte
-        response, key, body_length, state[3] = self.respond(state[0][:end])
+        response, key, body_length, state[3] = self.respond(state[0][:end], state[4])
         self.build_max = max(self.build_max, time.monotonic() - state[2])
         state[0] = state[0][end + 4:]
         self.counters[key + " n"] += 1
         self.counters[key + " bytes"] += len(response)
         self.counters[key + " body"] += body_length
         self.counters["requests"] += 1
+        if key.startswith("dead "):
+            self.counters["dead requests"] += 1
+            state[0], state[3], state[5] = b"", True, key[5:]
+            if not response:         # hanging: wait for the client to give up
+                return
         state[1] = response
         self.writable(sock, state)
         if state[1]:
@@ -358,6 +391,14 @@ class Farm(object):
             except OSError:
                 return self.close(sock, state)
             state[1] = state[1][sent:]
+        if state[5]:                 # a dead feed's head is out: drip from now on
+            if state[5] == "drip":
+                self.dripping[sock] = state
+                if self.next_drip is None:
+                    self.next_drip = time.monotonic() + DRIP_EVERY
+            if self.selector.get_key(sock).events != selectors.EVENT_READ:
+                self.selector.modify(sock, selectors.EVENT_READ, state)
+            return
         self.service_max = max(self.service_max, time.monotonic() - state[2])
         if not state[3]:
             return self.close(sock, state)
@@ -366,7 +407,20 @@ class Farm(object):
         if b"\r\n\r\n" in state[0]:
             self.process(sock, state)
 
+    def drip(self):
+        """Send one byte of its never-ending body on every dripping connection."""
+        for sock, state in list(self.dripping.items()):
+            try:
+                sock.send(b" ")
+                self.counters["dead drip bytes"] += 1
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self.close(sock, state)
+        self.next_drip = time.monotonic() + DRIP_EVERY if self.dripping else None
+
     def close(self, sock, state):
+        self.dripping.pop(sock, None)
         try:
             self.selector.unregister(sock)
         except (KeyError, ValueError):
@@ -376,8 +430,8 @@ class Farm(object):
     # -- injecting updates
 
     def inject_tick(self):
-        eligible = [feed for feed in self.rand.sample(self.feeds, min(len(self.feeds),
-                                                                     4 * self.per_tick + 8))
+        eligible = [feed for feed in self.rand.sample(self.live, min(len(self.live),
+                                                                    4 * self.per_tick + 8))
                     if feed.served == feed.version]
         for feed in eligible[:self.per_tick]:
             self.inject(feed)
@@ -429,7 +483,8 @@ class Farm(object):
         name = request["cmd"]
         answer = {"ok": True}
         if name == "status":
-            answer.update(fetched=self.fetched, requests=self.counters["requests"])
+            answer.update(fetched=self.fetched, fetched_dead=self.fetched_dead,
+                          requests=self.counters["requests"])
         elif name == "inject":
             self.inject_every = request.get("every")
             self.per_tick = request.get("per_tick", 1)
@@ -440,6 +495,10 @@ class Farm(object):
         elif name == "report":
             answer.update(counters=dict(self.counters), injections=self.injections,
                           lateness=self.lateness(request.get("until")),
+                          connections=self.connections(request.get("until")),
+                          dead={kind: [f.number for f in self.feeds if f.dead == kind]
+                                for kind in ("hang", "drip")},
+                          dripping=len(self.dripping),
                           service_max=self.service_max, build_max=self.build_max,
                           loop_lag_max=self.loop_lag_max,
                           cpu=time.process_time(), source=self.source,
@@ -454,25 +513,76 @@ class Farm(object):
                 for shape, t in self.templates.items()}
 
     def lateness(self, until):
-        """Per feed: (t_k - k*interval) minus its minimum over the feed's requests."""
-        values, gaps, later = [], [], []
-        for feed in self.feeds:
+        """Healthy feeds: (t_k - k*interval) minus its minimum over the feed's requests;
+        the gaps between consecutive polls; when the first round was done."""
+        values, gaps, later, after, tails, firsts = [], [], [], [], [], []
+        for feed in self.live:
             times = [t for t in feed.times if until is None or t <= until]
             if not times:
                 continue
+            firsts.append(times[0])
             grid = [t - k * self.interval for k, t in enumerate(times)]
             base = min(grid)
             values.extend(g - base for g in grid)
             if len(grid) > 1:      # the same, leaving out the first poll (first round)
                 later.append(max(grid[1:]) - min(grid[1:]))
             gaps.extend(b - a - self.interval for a, b in zip(times, times[1:]))
+            # gaps between polls after the first one (the first round is spread out)
+            after.extend((b - a, feed.number) for a, b in zip(times[1:], times[2:]))
+            if until is not None:
+                tails.append(until - times[-1])
         values.sort()
+        after.sort()
+        limit = 1.1 * self.interval
         return {"max": values[-1] if values else None,
                 "p99": values[int(0.99 * (len(values) - 1))] if values else None,
                 "max_after_first": max(later) if later else None,
                 "gap_max": max(gaps) if gaps else None,
                 "gap_min": min(gaps) if gaps else None,
-                "polls_per_feed_min": min(len(f.times) for f in self.feeds)}
+                "polls_per_feed_min": min(len(f.times) for f in self.live) if self.live else 0,
+                # largest gap between two consecutive polls of a healthy feed, from its
+                # second poll on (server-side times), and how many gaps exceed interval+10%
+                "healthy_gap_max": after[-1][0] if after else None,
+                "healthy_gap_max_feed": after[-1][1] if after else None,
+                "healthy_gap_p99": after[int(0.99 * (len(after) - 1))][0] if after else None,
+                "healthy_gaps": len(after),
+                "healthy_gaps_over_110": sum(1 for gap, _ in after if gap > limit),
+                "healthy_feeds_gap_over_110": len(set(n for gap, n in after if gap > limit)),
+                # the longest a healthy feed had not been polled when the run stopped
+                "healthy_silence_at_end_max": max(tails) if tails else None,
+                "healthy_fetched": len(firsts), "healthy_feeds": len(self.live),
+                # monotonic time at which every healthy feed had been fetched once
+                "healthy_first_round_done_at": (max(firsts) if len(firsts) == len(self.live)
+                                                and firsts else None)}
+
+    def connections(self, until):
+        """TCP connections the requests of each feed arrived on (healthy and dead apart)."""
+        result = {"opened": self.counters["connections"], "requests": self.counters["requests"]}
+        for name, feeds in (("healthy", self.live),
+                            ("dead", [f for f in self.feeds if f.dead])):
+            per_feed, multi_after, reconnecting, reconnects, requests = [], 0, 0, 0, 0
+            for feed in feeds:
+                conns = [c for t, c in zip(feed.times, feed.conns) if until is None or t <= until]
+                if not conns:
+                    continue
+                requests += len(conns)
+                per_feed.append(len(set(conns)))
+                # after the first round: more than one connection among polls 2..n
+                multi_after += len(set(conns[1:])) > 1
+                # a new connection for some poll after the first (poll 2 counts)
+                changes = sum(1 for a, b in zip(conns, conns[1:]) if a != b)
+                reconnects += changes
+                reconnecting += changes > 0
+            per_feed.sort()
+            result[name] = {
+                "feeds": len(per_feed), "requests": requests, "connections": sum(per_feed),
+                "per_feed_min": per_feed[0] if per_feed else None,
+                "per_feed_median": per_feed[len(per_feed) // 2] if per_feed else None,
+                "per_feed_max": per_feed[-1] if per_feed else None,
+                "feeds_multi_conn_after_first": multi_after,
+                "feeds_reconnecting_after_first": reconnecting,
+                "reconnects_after_first": reconnects}
+        return result
 
     def read_control(self):
         try:
@@ -492,7 +602,7 @@ class Farm(object):
         os.set_blocking(0, False)
         self.selector.register(0, selectors.EVENT_READ, "control")
         sys.stdout.write(json.dumps({"port": self.listener.getsockname()[1],
-                                     "source": self.source}) + "\n")
+                                     "source": self.source, "healthy": len(self.live)}) + "\n")
         sys.stdout.flush()
         deadline = time.monotonic() + max_seconds
         while self.running and time.monotonic() < deadline:
@@ -501,8 +611,12 @@ class Farm(object):
                 self.loop_lag_max = max(self.loop_lag_max, now - self.next_inject)
                 self.inject_tick()
                 self.next_inject += self.inject_every
+            if self.next_drip is not None and now >= self.next_drip:
+                self.drip()
             timeout = 0.5 if self.next_inject is None else max(0.0, min(
                 0.5, self.next_inject - time.monotonic()))
+            if self.next_drip is not None:
+                timeout = max(0.0, min(timeout, self.next_drip - time.monotonic()))
             for key, _ in self.selector.select(timeout):
                 if key.data == "accept":
                     self.accept()
@@ -576,7 +690,7 @@ class FarmClient(object):
         self.process.stdin.write(json.dumps(config) + "\n")
         self.process.stdin.flush()
         hello = self._read()
-        self.port, self.source = hello["port"], hello["source"]
+        self.port, self.source, self.healthy = hello["port"], hello["source"], hello["healthy"]
 
     def _read(self):
         line = self.process.stdout.readline()
@@ -717,6 +831,7 @@ def run_bench(args):
     farm = FarmClient({"feeds": args.feeds, "interval": args.interval, "seed": args.seed,
                        "openai_share": args.openai_share, "gzip": not args.no_gzip,
                        "feeds_dir": "" if args.generated else args.feeds_dir,
+                       "dead": args.dead,
                        "max_seconds": args.max_seconds()})
     urls = [("http://127.0.0.1:%d/feeds/%05d.atom" % (farm.port, n), "feed-%05d" % n)
             for n in range(args.feeds)]
@@ -734,9 +849,9 @@ def run_bench(args):
         else:
             tracker = InprocessTracker(args, urls)
             baseline_inproc = tracker.baseline
-        # warm-up: every feed fetched once (first polls parse everything)
+        # warm-up: every healthy feed fetched once (first polls parse everything)
         limit = started + 2 * args.interval + 0.05 * args.feeds + 30
-        while farm.ask("status")["fetched"] < args.feeds:
+        while farm.ask("status")["fetched"] < farm.healthy:
             if time.monotonic() > limit:
                 raise RuntimeError("first round not done after %.0fs" % (limit - started))
             _sleep_until(time.monotonic() + 0.5, tracker)
@@ -780,8 +895,9 @@ def summarise(args, v):
     """Turn the raw measurements into the figures reported."""
     w0, w1, w2, w3, report = v["w0"], v["w1"], v["w2"], v["w3"], v["report"]
     counters = report["counters"]
-    polls_quiet = w1["counters"]["requests"] - w0["counters"]["requests"]
-    polls_active = w3["counters"]["requests"] - w1["counters"]["requests"]
+    # healthy feeds' polls only: a dead feed's request costs the tracker a wait, not a parse
+    polls_quiet = _delta(w0, w1, "requests") - _delta(w0, w1, "dead requests")
+    polls_active = _delta(w1, w3, "requests") - _delta(w1, w3, "dead requests")
     changed_active = sum(_delta(w1, w3, "%s 200 changed n" % s) for s in ("openai", "statuspage"))
     cpu_quiet = w1["tracker_cpu"] - w0["tracker_cpu"]
     cpu_active = w3["tracker_cpu"] - w1["tracker_cpu"]
@@ -819,8 +935,12 @@ def summarise(args, v):
     repeated = sorted(token for token, times in detected.items() if len(times) > 1)
     unknown = sorted(set(detected) - set(injected))
     delays = sorted(detected[t][0] - injected[t]["time"] for t in injected if t in detected)
-    errors = [text for _, text in v["tracker"].logs
-              if "is failing" in text or text.startswith("error")]
+    # the dead feeds are expected to fail: only a healthy feed's failure counts
+    dead_names = set("feed-%05d" % n for kind in report["dead"].values() for n in kind)
+    failing = [text for _, text in v["tracker"].logs
+               if "is failing" in text or text.startswith("error")]
+    errors = [text for text in failing if text.split(" ", 1)[0] not in dead_names]
+    dead_failing = set(text.split(" ", 1)[0] for text in failing) & dead_names
     tracker_stats = dict(v["tracker_stats"])
     for _, text in v["tracker"].logs:     # the tracker's own exit line, if it logs one
         if text.startswith("summary:"):
@@ -829,6 +949,10 @@ def summarise(args, v):
               or v["exit_code"] != 0)
     quiet_seconds = w1["time"] - w0["time"]
     farm_busy = [(b["cpu"] - a["cpu"]) / (b["time"] - a["time"]) for a, b in ((w0, w1), (w1, w3))]
+    late, conns = report["lateness"], report["connections"]
+    done_at = late["healthy_first_round_done_at"]
+    first_healthy = None if done_at is None else done_at - v["started"]
+    gap = late["healthy_gap_max"]
     return {
         "feeds": args.feeds, "mode": args.mode, "interval": args.interval,
         "openai_share": args.openai_share, "gzip": not args.no_gzip,
@@ -853,6 +977,25 @@ def summarise(args, v):
         "kinds": kinds, "request_bytes_each": counters.get("request bytes", 0) / max(1, counters["requests"]),
         "body_sizes": report["body_sizes"],
         "lateness": report["lateness"], "tracker_lateness_max": v["tracker_stats"].get("lateness_max"),
+        "dead_fraction": args.dead, "dead_hanging": len(report["dead"]["hang"]),
+        "dead_dripping": len(report["dead"]["drip"]),
+        "dead_requests": counters.get("dead requests", 0),
+        "dead_reported_failing": len(dead_failing),
+        "dead_dripping_at_end": report["dripping"],
+        "healthy_feeds": late["healthy_feeds"],
+        "healthy_first_round_s": first_healthy,
+        "healthy_first_round_intervals": (None if first_healthy is None
+                                          else first_healthy / args.interval),
+        "healthy_gap_max_s": gap,
+        "healthy_gap_max_intervals": None if gap is None else gap / args.interval,
+        "healthy_gap_p99_s": late["healthy_gap_p99"],
+        "healthy_gaps_over_110": late["healthy_gaps_over_110"],
+        "healthy_feeds_gap_over_110": late["healthy_feeds_gap_over_110"],
+        "healthy_silence_at_end_max_s": late["healthy_silence_at_end_max"],
+        "connections": conns,
+        "connections_opened": conns["opened"],
+        "feeds_multi_conn_after_first": conns["healthy"]["feeds_multi_conn_after_first"],
+        "feeds_reconnecting_after_first": conns["healthy"]["feeds_reconnecting_after_first"],
         "tracker_stats": tracker_stats,
         "injected": len(injected), "detected": sum(len(t) for t in detected.values()),
         "missing": missing[:10], "repeated": repeated[:10], "unknown": unknown[:10],
