@@ -114,7 +114,7 @@ MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
 MAX_INFORMATIONAL = 10           # 1xx answers skipped before the final one
-MAX_IDLE_CONNECTIONS = 4096      # kept-alive connections, one per directly reached feed
+MAX_IDLE_CONNECTIONS = 65536     # kept-alive connections, one per directly reached feed
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -2402,7 +2402,7 @@ def main(argv=None):
                     workers=args.workers or min(MAX_WORKERS, len(providers)),
                     history=args.history, json=args.json, verbose=args.verbose,
                     once=args.once)
-    fetch = Fetcher(max_idle=_connection_budget(config.workers))
+    fetch = Fetcher(max_idle=_connection_budget(config.workers, len(providers)))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
                       notify=Notifier(), reload=providers_now, saved=saved)
     log("openai_status_tracker %s: %s %d feed%s%s" % (
@@ -2445,16 +2445,18 @@ def _silence(stream):
         pass
 
 
-def _connection_budget(workers):
+def _connection_budget(workers, feeds):
     """Return how many idle connections may stay open, raising the soft fd limit if need be.
 
     One kept-alive connection per feed is 5,000 descriptors for 5,000 feeds,
     above the usual soft limit of 1024 (the hard limit is usually far higher).
+    Room is made for twice the feeds watched, so a reload may add as many.
     """
+    budget = min(MAX_IDLE_CONNECTIONS, max(1024, 2 * feeds))
     if resource is None:
-        return MAX_IDLE_CONNECTIONS
-    spare = workers + 64     # for connections in use, the state file, stdio
-    wanted = MAX_IDLE_CONNECTIONS + spare
+        return budget
+    spare = workers + SLOW_LANE_WORKERS + 64     # connections in use, the state file, stdio
+    wanted = budget + spare
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -2464,8 +2466,8 @@ def _connection_budget(workers):
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY:
-        return MAX_IDLE_CONNECTIONS
-    return max(0, min(MAX_IDLE_CONNECTIONS, soft - spare))
+        return budget
+    return max(0, min(budget, soft - spare))
 
 
 def _install_signals(tracker):

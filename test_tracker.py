@@ -1163,7 +1163,7 @@ def answer_plain_http(sock):
     ("https://127.0.0.1:{port}/feed", "TLS error: "),               # plain HTTP answers TLS
 ], ids=["DNS", "TLS"])
 def test_dns_and_tls_failures_are_logged_once(raw_server, monkeypatch, url, reason):
-    # Defence: _describe names them; Tracker._failed logs once, not each poll.
+    # Defence: _describe names them; poll_step logs once, not each poll.
     monkeypatch.setattr(tracker, "backoff_delay", lambda failures, interval, retry=None, rand=None: interval)
     url = url.replace("{port}", str(raw_server(answer_plain_http)))
     logs = run_faulty(url)
