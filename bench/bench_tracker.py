@@ -11,6 +11,13 @@ captures in ../testdata (or, with --generated, from the sample builders of
 ../testdata/samples.py that the tests use); every feed gets its own host name,
 so its entry ids are its own.
 
+With --dead FRACTION that share of the feeds (spread over both shapes) is
+dead, served by the same loop at next to no cost: half "hang" (the request is
+read, never answered, the connection held open until the client gives up),
+half "drip" (a 200 head promising a 1 MB body, then one byte a second).
+The tracker is expected to report them failing: they are left out of the
+injections, of the lateness and gap figures and of the "no feed failed" rule.
+
 The tracker runs as a subprocess (`openai_status_tracker.py --json`, stopped
 with SIGTERM) or in this process (Tracker(...).run() in a thread).  A run has
 four phases, all timed with CLOCK_MONOTONIC (shared by both processes):
@@ -33,6 +40,14 @@ per feed, request k at t_k, lateness = (t_k - k*interval) - min over the
 feed's requests of (t_m - m*interval); in-process also the tracker's own
 stats["lateness_max"]); updates injected versus detected (each exactly once);
 and the farm's own CPU, to show the server is not the bottleneck.
+For the healthy feeds also: the largest gap between two consecutive polls of
+one feed from its second poll on (server-side times; target <= interval +
+10 %), and when every healthy feed had been fetched once, from the tracker's
+start (target <= 1.5 intervals).  Connections: the farm numbers each TCP
+connection it accepts and keeps it open (HTTP/1.1) until the client closes;
+reported are connections opened, requests, and the healthy feeds whose polls
+after the first used more than one connection (kept-alive feeds: 0).  The
+quiet window counts healthy polls only.
 
 CPU: subprocess mode reads utime+stime of the tracker from /proc/PID/stat
 (all its threads, 10 ms ticks).  In-process mode uses time.process_time() of
@@ -42,8 +57,10 @@ another process either way.
 Usage:
     python3 bench/bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20
     python3 bench/bench_tracker.py --feeds 5000 --interval 60 --mode subprocess
+    python3 bench/bench_tracker.py --feeds 1000 --interval 10 --timeout 20 --dead 0.05 \
+        --quiet 20 --inject 20
 
-Exit codes: 0 every injected update detected exactly once and no feed failed;
+Exit codes: 0 every injected update detected exactly once and no healthy feed failed;
 1 otherwise (or the run broke); 2 bad usage.  Python 3.6+, standard library only.
 """
 
@@ -298,9 +315,9 @@ class Farm(object):
         feed.conns.append(conn)
         if feed.dead == "hang":      # never answer; keep the connection open
             return b"", "dead hang", 0
-        if feed.dead == "drip":      # promise a large body, then a byte a second
+        if feed.dead == "drip":      # promise 1 MB (under the tracker's 4 MB cap), then a byte a second
             return (b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
-                    b"Content-Length: 10000000\r\n\r\n"), "dead drip", 0
+                    b"Content-Length: 1000000\r\n\r\n"), "dead drip", 0
         date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
         wall = datetime.now(timezone.utc)
         kind = "first" if feed.served < 0 else (
@@ -483,7 +500,10 @@ class Farm(object):
         name = request["cmd"]
         answer = {"ok": True}
         if name == "status":
+            dead = [f.times[0] for f in self.feeds if f.dead and f.times]
             answer.update(fetched=self.fetched, fetched_dead=self.fetched_dead,
+                          dead_total=len(self.feeds) - len(self.live),
+                          dead_asked_at=max(dead) if dead else None,
                           requests=self.counters["requests"])
         elif name == "inject":
             self.inject_every = request.get("every")
@@ -545,6 +565,10 @@ class Farm(object):
                 "healthy_gap_max": after[-1][0] if after else None,
                 "healthy_gap_max_feed": after[-1][1] if after else None,
                 "healthy_gap_p99": after[int(0.99 * (len(after) - 1))][0] if after else None,
+                "healthy_gap_min": after[0][0] if after else None,
+                # the same with each feed's first->second poll (its first poll is in the
+                # first round, its second may wait for the first round's parsing)
+                "healthy_gap_max_incl_first": (max(gaps) + self.interval) if gaps else None,
                 "healthy_gaps": len(after),
                 "healthy_gaps_over_110": sum(1 for gap, _ in after if gap > limit),
                 "healthy_feeds_gap_over_110": len(set(n for gap, n in after if gap > limit)),
@@ -669,6 +693,16 @@ def tracker_version(path):
     except (OSError, subprocess.SubprocessError):
         commit = "no git"
     return "%s sha256:%s" % (commit, digest)
+
+
+def fast_lane_timeout(path, default=5.0):
+    """The tracker's FAST_LANE_TIMEOUT, read from its source (no import needed)."""
+    try:
+        with open(path) as handle:
+            match = re.search(r"^FAST_LANE_TIMEOUT\s*=\s*([0-9.]+)", handle.read(), re.M)
+        return float(match.group(1)) if match else default
+    except (OSError, ValueError):
+        return default
 
 
 def baseline_rss(python, tracker_path):
@@ -851,12 +885,20 @@ def run_bench(args):
             baseline_inproc = tracker.baseline
         # warm-up: every healthy feed fetched once (first polls parse everything)
         limit = started + 2 * args.interval + 0.05 * args.feeds + 30
-        while farm.ask("status")["fetched"] < farm.healthy:
+        while True:
+            status = farm.ask("status")
+            if status["fetched"] >= farm.healthy and status["fetched_dead"] >= status["dead_total"]:
+                break
             if time.monotonic() > limit:
                 raise RuntimeError("first round not done after %.0fs" % (limit - started))
             _sleep_until(time.monotonic() + 0.5, tracker)
         first_round = time.monotonic() - started
-        _sleep_until(time.monotonic() + args.settle, tracker)
+        settled = time.monotonic() + args.settle
+        if status["dead_asked_at"] is not None:
+            # the tracker ends its first round (and prints what it held back) only when
+            # the last dead feed's fast-lane poll has timed out: measure after that
+            settled = max(settled, status["dead_asked_at"] + fast_lane_timeout(args.tracker) + 1)
+        _sleep_until(settled, tracker)
         w0 = _window(farm, tracker)
         _sleep_until(w0["time"] + args.quiet, tracker)
         w1 = _window(farm, tracker)
@@ -941,6 +983,9 @@ def summarise(args, v):
                if "is failing" in text or text.startswith("error")]
     errors = [text for text in failing if text.split(" ", 1)[0] not in dead_names]
     dead_failing = set(text.split(" ", 1)[0] for text in failing) & dead_names
+    dead_failures = [text for text in failing if text.split(" ", 1)[0] in dead_names]
+    startup_last = max([when for when, line in v["tracker"].events if when < v["w0"]["time"]]
+                       or [None])
     tracker_stats = dict(v["tracker_stats"])
     for _, text in v["tracker"].logs:     # the tracker's own exit line, if it logs one
         if text.startswith("summary:"):
@@ -980,7 +1025,8 @@ def summarise(args, v):
         "dead_fraction": args.dead, "dead_hanging": len(report["dead"]["hang"]),
         "dead_dripping": len(report["dead"]["drip"]),
         "dead_requests": counters.get("dead requests", 0),
-        "dead_reported_failing": len(dead_failing),
+        "dead_reported_failing": len(dead_failing), "dead_failures": dead_failures[:4],
+        "startup_events_done_s": None if startup_last is None else startup_last - v["started"],
         "dead_dripping_at_end": report["dripping"],
         "healthy_feeds": late["healthy_feeds"],
         "healthy_first_round_s": first_healthy,
@@ -988,7 +1034,8 @@ def summarise(args, v):
                                           else first_healthy / args.interval),
         "healthy_gap_max_s": gap,
         "healthy_gap_max_intervals": None if gap is None else gap / args.interval,
-        "healthy_gap_p99_s": late["healthy_gap_p99"],
+        "healthy_gap_p99_s": late["healthy_gap_p99"], "healthy_gap_min_s": late["healthy_gap_min"],
+        "healthy_gap_max_incl_first_s": late["healthy_gap_max_incl_first"],
         "healthy_gaps_over_110": late["healthy_gaps_over_110"],
         "healthy_feeds_gap_over_110": late["healthy_feeds_gap_over_110"],
         "healthy_silence_at_end_max_s": late["healthy_silence_at_end_max"],
@@ -1059,6 +1106,35 @@ def print_summary(f):
             _fmt(late["gap_min"], ".3f"),
             _fmt(late["gap_max"], ".3f"), _fmt(f["tracker_lateness_max"], ".3f"),
             late["polls_per_feed_min"]),
+        "healthy feeds (%d): largest gap between consecutive polls after the first round "
+        "%ss = %s x interval (target <= 1.10; p99 %ss, min %ss; %d gaps > interval+10%% in %d "
+        "feeds; with each feed's first->second poll: %ss); "
+        "first round of healthy feeds done %ss after the tracker's start = %s x interval "
+        "(target <= 1.5); longest unpolled at the end %ss" % (
+            f["healthy_feeds"], _fmt(f["healthy_gap_max_s"], ".3f"),
+            _fmt(f["healthy_gap_max_intervals"], ".3f"), _fmt(f["healthy_gap_p99_s"], ".3f"),
+            _fmt(f["healthy_gap_min_s"], ".3f"), f["healthy_gaps_over_110"],
+            f["healthy_feeds_gap_over_110"], _fmt(f["healthy_gap_max_incl_first_s"], ".3f"),
+            _fmt(f["healthy_first_round_s"], ".2f"), _fmt(f["healthy_first_round_intervals"], ".2f"),
+            _fmt(f["healthy_silence_at_end_max_s"], ".2f")),
+        "dead feeds (--dead %g): %d hanging + %d dripping, %d requests, %d of them reported "
+        "failing by the tracker, %d connections still dripping at the end; the tracker "
+        "printed its first round's events by %ss after its start%s" % (
+            f["dead_fraction"], f["dead_hanging"], f["dead_dripping"], f["dead_requests"],
+            f["dead_reported_failing"], f["dead_dripping_at_end"],
+            _fmt(f["startup_events_done_s"], ".1f"),
+            ("; e.g. %s" % f["dead_failures"][0]) if f["dead_failures"] else ""),
+        "connections: %d opened for %d requests; healthy feeds: %d connections for %d requests, "
+        "per feed min/median/max %s/%s/%s, %d feeds used more than one connection after the "
+        "first round (target 0), %d opened a new one for some poll after their first "
+        "(%d reconnects); dead feeds: %d connections for %d requests" % (
+            f["connections"]["opened"], f["connections"]["requests"],
+            f["connections"]["healthy"]["connections"], f["connections"]["healthy"]["requests"],
+            f["connections"]["healthy"]["per_feed_min"], f["connections"]["healthy"]["per_feed_median"],
+            f["connections"]["healthy"]["per_feed_max"], f["feeds_multi_conn_after_first"],
+            f["feeds_reconnecting_after_first"],
+            f["connections"]["healthy"]["reconnects_after_first"],
+            f["connections"]["dead"]["connections"], f["connections"]["dead"]["requests"]),
         "updates: injected %d, detected %d (missing %d, repeated %d, unknown %d, wrong provider "
         "%d); startup events %d, unexpected %d; detection delay median %ss max %ss" % (
             f["injected"], f["detected"], len(f["missing"]), len(f["repeated"]),
@@ -1077,13 +1153,18 @@ def print_summary(f):
         "",
         "| N | mode | interval | polls/s | CPU ms/poll (all) | CPU ms/unchanged poll | "
         "peak RSS MB | KB/feed | bytes/unchanged poll OpenAI / Statuspage | max lateness s | "
-        "injected = detected |",
-        "| %d | %s | %gs | %.1f | %.3f | %.3f | %.1f | %.2f | %s / %s | %s | %d = %d%s |" % (
+        "dead | healthy max gap / interval | healthy first round / interval | connections "
+        "(feeds > 1 after first round) | injected = detected |",
+        "| %d | %s | %gs | %.1f | %.3f | %.3f | %.1f | %.2f | %s / %s | %s | %g | %s | %s | "
+        "%d (%d) | %d = %d%s |" % (
             f["feeds"], f["mode"], f["interval"], f["polls_per_s_quiet"],
             f["cpu_ms_per_poll_total"], f["cpu_ms_per_unchanged_poll"],
             f["peak_rss_kb"] / 1024.0, f["rss_per_feed_kb"],
             each("openai 200 unchanged"), each("statuspage 304 unchanged"),
-            _fmt(late["max"], ".2f"), f["injected"], f["detected"],
+            _fmt(late["max"], ".2f"), f["dead_fraction"],
+            _fmt(f["healthy_gap_max_intervals"], ".3f"),
+            _fmt(f["healthy_first_round_intervals"], ".2f"), f["connections_opened"],
+            f["feeds_multi_conn_after_first"], f["injected"], f["detected"],
             "" if f["exit"] == 0 else " FAIL"),
     ]
     if f["tracker_stats"]:
@@ -1114,6 +1195,10 @@ def build_parser():
     parser.add_argument("--timeout", type=float, default=20.0, help="tracker --timeout (20)")
     parser.add_argument("--openai-share", type=float, default=0.5,
                         help="fraction of OpenAI-shaped feeds (0.5)")
+    parser.add_argument("--dead", type=float, default=0.0, metavar="FRACTION",
+                        help="fraction of the feeds that are dead: half hang (accept, never "
+                             "answer), half drip (a head promising 1 MB, then a byte a "
+                             "second); excluded from the checks (0)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds after the first round before measuring (2)")
@@ -1133,8 +1218,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_farm()
-    if args.feeds < 1 or args.interval <= 0 or not 0 <= args.openai_share <= 1:
-        build_parser().error("--feeds >= 1, --interval > 0, 0 <= --openai-share <= 1")
+    if args.feeds < 1 or args.interval <= 0 or not 0 <= args.openai_share <= 1 \
+            or not 0 <= args.dead < 1:
+        build_parser().error("--feeds >= 1, --interval > 0, 0 <= --openai-share <= 1, "
+                             "0 <= --dead < 1")
     args.quiet = args.quiet or args.interval
     args.inject = args.inject or args.interval
     budget = (2 * args.interval + 0.05 * args.feeds + 30 + args.settle + args.quiet
