@@ -1499,6 +1499,17 @@ def gunzip(data, limit):
     return body
 
 
+class Route(NamedTuple):
+    """How the Fetcher reaches one feed URL, worked out once."""
+    url: str                       # without user:password@
+    authorization: Optional[str]   # their Basic value
+    https: bool
+    host: str
+    port: Optional[int]
+    target: str                    # path and query, as sent
+    direct: bool                   # kept alive over http.client, not through urllib
+
+
 class Fetcher(object):
     """Conditional GET: the only code that talks to the network.
 
@@ -1520,6 +1531,7 @@ class Fetcher(object):
         self._opener = urllib.request.build_opener(*handlers)
         self._proxies = urllib.request.getproxies()
         self._idle = {}   # url -> its idle open socket; a feed is never polled twice at once
+        self._routes = {}  # feed url -> its Route
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
         """Return a Response; raise FeedError with a one-line reason."""
@@ -1530,19 +1542,19 @@ class Fetcher(object):
             headers["If-None-Match"] = etag
         if header_value(last_modified):
             headers["If-Modified-Since"] = last_modified
-        url, authorization = split_credentials(url)
+        route = self._routes.get(url) or self._route(url)
         _request.limits = (time.monotonic() + timeout, self.stopping)
         try:
-            if self.max_idle and not self._proxied(url):
-                if authorization:
-                    headers["Authorization"] = authorization
-                answer = self._get_direct(url, headers, timeout)
+            if route.direct:
+                if route.authorization:
+                    headers["Authorization"] = route.authorization
+                answer = self._get_direct(route, headers, timeout)
                 if answer is not None:
                     return answer
                 headers.pop("Authorization", None)
-            request = urllib.request.Request(url, headers=headers)
-            if authorization:   # unredirected: a redirect decides whether it follows
-                request.add_unredirected_header("Authorization", authorization)
+            request = urllib.request.Request(route.url, headers=headers)
+            if route.authorization:   # unredirected: a redirect decides whether it follows
+                request.add_unredirected_header("Authorization", route.authorization)
             return self._get(request, timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 304:   # urllib raises it; for us it is the cheap success
@@ -1561,52 +1573,56 @@ class Fetcher(object):
             headers = answer.headers
         return self._decoded(body, headers)
 
-    def _proxied(self, url):
-        parts = urllib.parse.urlsplit(url)
-        return parts.scheme in self._proxies and \
+    def _route(self, url):
+        """Work out once how to reach url (parsing URLs is a good part of a 304's cost)."""
+        plain, authorization = split_credentials(url)
+        parts = urllib.parse.urlsplit(plain)
+        proxied = parts.scheme in self._proxies and \
             not urllib.request.proxy_bypass(parts.hostname or "")
+        route = self._routes[url] = Route(
+            plain, authorization, parts.scheme == "https", parts.hostname, parts.port,
+            (parts.path or "/") + ("?" + parts.query if parts.query else ""),
+            bool(self.max_idle) and not proxied)
+        return route
 
-    def _get_direct(self, url, headers, timeout):
+    def _get_direct(self, route, headers, timeout):
         """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
-        sock = self._idle.pop(url, None)
+        sock = self._idle.pop(route.url, None)
         if sock is not None and _has_input(sock):
             sock.close()
             sock = None
         try:
-            return self._exchange(self._connection(url, timeout, sock), url, headers)
+            return self._exchange(self._connection(route, timeout, sock), route, headers)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if sock is None:
                 raise
             # the server closed the idle connection as we spoke: once more, fresh
-            return self._exchange(self._connection(url, timeout), url, headers)
+            return self._exchange(self._connection(route, timeout), route, headers)
 
-    def _connection(self, url, timeout, sock=None):
-        """Return an HTTPConnection for url, on `sock` if it is given (connected)."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme == "https":
+    def _connection(self, route, timeout, sock=None):
+        """Return an HTTPConnection for the route, on `sock` if it is given (connected)."""
+        if route.https:
             if self._tls is None:
                 self._tls = ssl.create_default_context()   # what urllib uses: verified
-            connection = _DeadlineHTTPSConnection(parts.hostname, parts.port,
+            connection = _DeadlineHTTPSConnection(route.host, route.port,
                                                   timeout=timeout, context=self._tls)
         else:
-            connection = _DeadlineHTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            connection = _DeadlineHTTPConnection(route.host, route.port, timeout=timeout)
         if sock is not None:    # http.client connects only when it has no socket
             sock.settimeout(timeout)
             connection.sock = sock
         return connection
 
-    def _exchange(self, connection, url, headers):
+    def _exchange(self, connection, route, headers):
         """Send one GET on connection; keep its socket for the next poll if allowed."""
-        parts = urllib.parse.urlsplit(url)
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         try:
-            connection.request("GET", target, headers=headers)
+            connection.request("GET", route.target, headers=headers)
             answer = connection.getresponse()
             if answer.status in (301, 302, 303, 307, 308):
                 connection.close()
                 return None
             if answer.status not in (200, 304):
-                raise urllib.error.HTTPError(url, answer.status, answer.reason,
+                raise urllib.error.HTTPError(route.url, answer.status, answer.reason,
                                              answer.headers, None)
             body = _read_body(answer, self.max_bytes)
         except BaseException:
@@ -1617,7 +1633,7 @@ class Fetcher(object):
         else:
             # keep the socket only: the connection object would keep the last
             # answer's headers alive too, kilobytes a feed at 5,000 feeds
-            self._idle[url], connection.sock = connection.sock, None
+            self._idle[route.url], connection.sock = connection.sock, None
         if answer.status == 304:
             return _not_modified(answer.headers)
         return self._decoded(body, answer.headers)
@@ -1628,7 +1644,8 @@ class Fetcher(object):
 
     def forget(self, url):
         """Close the kept-alive connection of a feed no longer watched."""
-        sock = self._idle.pop(url, None)
+        route = self._routes.pop(url, None)
+        sock = self._idle.pop(route.url, None) if route else None
         if sock is not None:
             sock.close()
 
@@ -2033,6 +2050,7 @@ class Tracker(object):
         self._unpolled = set()    # feeds the first round still waits for
         self._held = []           # (url, Event) of the first round, printed when it ends
         self._sleeping = True     # the scheduler is in, or about to enter, its wait
+        self._wake_at = 0.0       # ... which ends then at the latest
         # Parsing holds the GIL: more parses at once only add their trees to
         # the peak memory (the first round of 5,000 feeds is all parsing).
         self._parsing = threading.BoundedSemaphore(PARSE_SLOTS)
@@ -2230,14 +2248,15 @@ class Tracker(object):
         return all(f.polls >= rounds and not f.busy for f in self.feeds.values())
 
     def _seconds_to_next(self):
+        now, wait = self.clock(), 3600.0
+        if self._queue:
+            wait = self._queue[0][0] - now
+        if self.notifier.watchdog:
+            wait = min(wait, self._watchdog_at - now)
+        self._wake_at = now + wait
         self._sleeping = True    # before looking at _done: a worker sees one or the other
         if self._done or self._requests:
             return 0
-        wait = 3600.0
-        if self._queue:
-            wait = self._queue[0][0] - self.clock()
-        if self.notifier.watchdog:
-            wait = min(wait, self._watchdog_at - self.clock())
         return max(0.0, wait)
 
     def _launch_due(self, rounds):
@@ -2261,9 +2280,13 @@ class Tracker(object):
                                                state.body_sha256, timeout))
 
     def _work(self, job):
-        """Run in a worker thread: poll, hand the outcome to the scheduler."""
+        """Run in a worker thread: poll, hand the outcome to the scheduler.
+
+        Only a scheduler asleep for longer than a launch quantum is woken:
+        one that wakes sooner, or is awake, takes the outcome anyway.
+        """
         self._done.append(fetch_feed(self.fetch, job, self._parsing))
-        if self._sleeping:       # an awake scheduler will see _done anyway
+        if self._sleeping and self._wake_at - self.clock() > LAUNCH_QUANTUM:
             self._wakeup.notify()
 
     # -- applying outcomes (scheduler thread)
