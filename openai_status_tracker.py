@@ -1039,8 +1039,11 @@ def poll_step(state, provider, outcome, config, due, now, wall, rand=random.rand
         events, kind, changed = diff.events, "parsed", True
         if config.verbose:
             logs += ["%s: %s" % (provider.name, note) for note in diff.notes]
-    # on schedule, not from when the answer came: polls do not drift
-    return Step(new, events, max(due + config.interval, now), logs, changed, kind)
+    # On schedule, not from when the answer came, so polls do not drift; a
+    # poll more than an interval late starts a new schedule from now.
+    following = due + config.interval
+    return Step(new, events, following if following > now else now + config.interval,
+                logs, changed, kind)
 
 
 def _failed_step(state, provider, outcome, config, now, logs, rand):
@@ -1049,7 +1052,7 @@ def _failed_step(state, provider, outcome, config, now, logs, rand):
         # is tried again at once in the slow lane, with the whole --timeout,
         # where it can hold up no healthy feed.
         return Step(state._replace(slow=True), [], now, logs, False, "slow")
-    if not state.failures:
+    if not state.failures or config.once:   # --once says why it exits 1, every time
         logs.append("%s (%s) is failing: %s%s" % (
             provider.name, redact(provider.url), outcome.error,
             "" if config.once else "; retrying with backoff"))
@@ -2001,7 +2004,8 @@ class Lane(object):
         self._pool.submit(self._work, job)
 
     def shutdown(self):
-        """Start no more jobs; the ones in hand end by their deadline."""
+        """Return at once; the jobs queued still run, and end at once when
+        the Fetcher was told to stop (Fetcher.stop)."""
         self._pool.shutdown(wait=False)
 
 
@@ -2013,13 +2017,16 @@ class Tracker(object):
     timeout or a wake-up; a test's can move a fake clock), lane (makes a
     Lane(workers, work)), state_file (a StateFile or None) and saved (what it
     loaded), notify (systemd) and reload (returns the providers on SIGHUP).
-    The constructor does no I/O.  emit raising OSError or ValueError means
+    The constructor reads no file and touches no network.  emit raising OSError or ValueError means
     stdout is gone: run() keeps the unprinted events unprinted and returns 1.
 
-    A feed whose last poll failed or was slow polls in the slow lane, a few
-    workers of its own, so dead servers wait for each other, never for (or
-    instead of) the healthy ones; in the fast lane a poll gets at most
-    Config.fast_timeout seconds before it is moved there.
+    Three lanes of workers: a feed whose last poll failed or was slow polls
+    in the slow lane, a few workers of its own, so dead servers wait for each
+    other, never for (or instead of) the healthy ones; a feed not yet polled
+    in this run polls in the new lane, so the unknown ones of a first round
+    or a reload hold up no feed already known to answer; the rest poll in the
+    fast lane.  Outside the slow lane a poll gets at most Config.fast_timeout
+    seconds before it is moved there.
     """
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
@@ -2049,7 +2056,7 @@ class Tracker(object):
         self._ready = False
         self._unpolled = set()    # feeds the first round still waits for
         self._held = []           # (url, Event) of the first round, printed when it ends
-        self._sleeping = True     # the scheduler is in, or about to enter, its wait
+        self._sleeping = False    # the scheduler is in, or about to enter, its wait
         self._wake_at = 0.0       # ... which ends then at the latest
         # Parsing holds the GIL: more parses at once only add their trees to
         # the peak memory (the first round of 5,000 feeds is all parsing).
@@ -2083,12 +2090,13 @@ class Tracker(object):
     def run(self, rounds=None):
         """Poll until stopped (or each feed `rounds` times); return an exit code."""
         workers = self.config.workers
-        self._lanes = (self._make_lane(workers, self._work),
-                       self._make_lane(min(SLOW_LANE_WORKERS, workers), self._work))
+        self._lanes = {"fast": self._make_lane(workers, self._work),
+                       "new": self._make_lane(workers, self._work),
+                       "slow": self._make_lane(min(SLOW_LANE_WORKERS, workers), self._work)}
         try:
             while not self.stopping and not self._finished(rounds):
                 self._launch_due(rounds)
-                self._wait(self._seconds_to_next())
+                self._sleep()
                 self._serve_requests()
                 events = []
                 while self._done:
@@ -2100,7 +2108,7 @@ class Tracker(object):
             for ending in ("stop", "close"):   # what a Fetcher has; a test's may not
                 if hasattr(self.fetch, ending):
                     getattr(self.fetch, ending)()
-            for lane in self._lanes:
+            for lane in self._lanes.values():
                 lane.shutdown()
             self._take_back(self._held)        # stopped before the first round ended
             if self._changed and self.state_file:
@@ -2209,7 +2217,9 @@ class Tracker(object):
         spacing = min(FIRST_ROUND_SPACING, self.config.interval / max(1, len(providers)))
         for number, provider in enumerate(providers):
             feed = self.feeds[provider.url] = Feed(provider, saved.get(state_key(provider.url)))
-            if not self._ready:
+            if not self._ready and not feed.state.failures:
+                # one already failing when the tracker stopped does not hold
+                # up the first round (nor READY=1): it waits in the slow lane
                 self._unpolled.add(provider.url)
             # spread the first polls of a long list; a short one starts at once
             self._schedule(feed, now + number * spacing)
@@ -2247,21 +2257,21 @@ class Tracker(object):
             return False
         return all(f.polls >= rounds and not f.busy for f in self.feeds.values())
 
-    def _seconds_to_next(self):
+    def _sleep(self):
+        """Wait until the next poll is due, or a worker or a signal has news."""
         now, wait = self.clock(), 3600.0
         if self._queue:
             wait = self._queue[0][0] - now
         if self.notifier.watchdog:
             wait = min(wait, self._watchdog_at - now)
         self._wake_at = now + wait
-        self._sleeping = True    # before looking at _done: a worker sees one or the other
-        if self._done or self._requests:
-            return 0
-        return max(0.0, wait)
+        self._sleeping = True    # then look at _done: a worker sees one or the other
+        if not (self._done or self._requests):
+            self._wait(max(0.0, wait))
+        self._sleeping = False
 
     def _launch_due(self, rounds):
         """Launch every poll due now or within a short quantum: one wake-up, many polls."""
-        self._sleeping = False
         now = self.clock()
         horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 10)
         fast = min(self.config.timeout, self.config.fast_timeout)
@@ -2275,9 +2285,10 @@ class Tracker(object):
             feed.busy = True
             self.stats["lateness_max"] = max(self.stats["lateness_max"], now - due)
             state = feed.state
+            lane = "slow" if state.slow else "fast" if feed.polls else "new"
             timeout = self.config.timeout if state.slow or self.config.once else fast
-            self._lanes[state.slow].submit(Job(url, state.etag, state.last_modified,
-                                               state.body_sha256, timeout))
+            self._lanes[lane].submit(Job(url, state.etag, state.last_modified,
+                                         state.body_sha256, timeout))
 
     def _work(self, job):
         """Run in a worker thread: poll, hand the outcome to the scheduler.
@@ -2295,7 +2306,11 @@ class Tracker(object):
         """Take one poll's outcome into its feed; return (url, Event) to print."""
         feed = self.feeds.get(outcome.url)
         if feed is None or not feed.busy:
-            return []   # removed by a reload while it was polled
+            # removed by a reload while it was polled: the connection the
+            # poll kept goes now
+            if feed is None and hasattr(self.fetch, "forget"):
+                self.fetch.forget(outcome.url)
+            return []
         feed.busy = False
         feed.polls += 1
         self._unpolled.discard(outcome.url)
@@ -2304,7 +2319,7 @@ class Tracker(object):
         feed.state = step.state
         for line in step.logs:
             self.log(line)
-        self.stats["polls"] += 1
+        self.stats["polls"] += step.kind != "slow"   # a move to the slow lane is no poll
         self.stats[step.kind] += 1
         if step.changed:
             self._changed.add(outcome.url)
