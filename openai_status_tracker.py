@@ -2010,15 +2010,16 @@ class Lane(object):
 
 
 class Tracker(object):
-    """Poll feeds on schedule in two lanes of workers; the thread calling run() owns all state.
+    """Poll feeds on schedule in three lanes of workers; the thread calling run() owns all state.
 
     The edges are parameters: fetch (the network), emit and log (stdout and
     stderr), clock and wall (monotonic and epoch time), wait (sleeps until a
     timeout or a wake-up; a test's can move a fake clock), lane (makes a
     Lane(workers, work)), state_file (a StateFile or None) and saved (what it
     loaded), notify (systemd) and reload (returns the providers on SIGHUP).
-    The constructor reads no file and touches no network.  emit raising OSError or ValueError means
-    stdout is gone: run() keeps the unprinted events unprinted and returns 1.
+    The constructor reads no file and touches no network.  emit raising
+    OSError or ValueError means stdout is gone: run() keeps the unprinted
+    events unprinted and returns 1.
 
     Three lanes of workers: a feed whose last poll failed or was slow polls
     in the slow lane, a few workers of its own, so dead servers wait for each
@@ -2044,7 +2045,7 @@ class Tracker(object):
         self.stopping = False
         self.unprinted = 0        # events stdout did not take; run() returns 1
         self._make_lane = lane
-        self._lanes = None        # fast and slow, made by run()
+        self._lanes = None        # "fast", "new" and "slow", made by run()
         self._queue = []          # heap of (due, sequence, url)
         self._sequence = 0
         self._done = collections.deque()
