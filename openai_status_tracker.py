@@ -136,6 +136,10 @@ SLOW_POLL = 3.0                  # seconds: a poll that took longer moves its fe
 SLOW_LANE_WORKERS = 4            # workers of the slow lane: dead servers wait only for each other
 
 CLOSED_STATES = frozenset(["resolved", "completed", "postmortem"])
+# incident.io's words for a component's impact, as Statuspage's API names them
+COMPONENT_STATUSES = {"operational": "operational", "degraded performance": "degraded_performance",
+                      "partial outage": "partial_outage", "full outage": "major_outage",
+                      "major outage": "major_outage", "under maintenance": "under_maintenance"}
 MAINTENANCE_LABELS = frozenset(["scheduled", "in progress", "verifying", "completed"])
 STATES = {
     "investigating": "investigating", "identified": "identified",
@@ -244,6 +248,16 @@ class Entry(NamedTuple):
     updates: Tuple[Update, ...]   # newest first
     complete: bool         # True when `updates` is the whole history (Statuspage)
     notes: Tuple[str, ...] = ()   # dates not read as written, for -v
+    statuses: Tuple[str, ...] = ()   # each component's status, when the feed says it
+
+
+class Parts(NamedTuple):
+    """What an entry's HTML says, by the provider's conventions."""
+    components: Tuple[str, ...]
+    updates: Tuple[Update, ...]   # newest first
+    complete: bool                # the updates are the whole history (Statuspage)
+    notes: Tuple[str, ...] = ()   # what -v should say of dates not read as written
+    statuses: Tuple[str, ...] = ()   # the components' statuses, when given
 
 
 class Event(NamedTuple):
@@ -672,7 +686,8 @@ def build_entry(raw_id, title, link, updated, markup, dates, opened_only=False):
     """
     known = [date for date in dates if date is not None]
     newest = max(known) if known else None
-    components, updates, complete, notes = extract_updates(markup, newest, opened_only)
+    parts = extract_updates(markup, newest, opened_only)
+    updates = parts.updates
     entry_id = clean_text(raw_id) or clean_text(link)
     if not entry_id:
         seed = ("%s\n%s" % (title, updated)).encode("utf-8", "replace")
@@ -680,31 +695,39 @@ def build_entry(raw_id, title, link, updated, markup, dates, opened_only=False):
     if not updates:
         updates = (Update(newest, "Update", title),)
     return Entry(entry_id, title, clean_text(link, 2 * TEXT_LIMIT), updated,
-                 components, updates, complete, notes)
+                 parts.components, updates, parts.complete, parts.notes, parts.statuses)
 
 
 def extract_updates(markup, newest, opened_only=False):
-    """Return (components, updates newest first, complete?, notes) from entry HTML.
-
-    complete: the updates are the incident's whole history (Statuspage).
-    notes: what -v should say about dates that could not be read as written.
-    """
+    """Return the Parts of an entry's HTML: components, updates newest first, ..."""
     blocks = _STATUSPAGE_BLOCK.findall(markup)
     if blocks:
         pairs = [_statuspage_update(when, label, body, newest, opened_only)
                  for when, label, body in blocks]
         notes = tuple(_unique(note for _, note in pairs))
-        return _affected(markup), tuple(update for update, _ in pairs), True, notes
+        return Parts(_affected(markup), tuple(update for update, _ in pairs), True, notes)
     status = _INCIDENTIO_STATUS.search(markup)
     if status:
         rest = _INCIDENTIO_COMPONENTS.split(status.group(2), 1)
-        names = _LIST_ITEM.findall(rest[1]) if len(rest) > 1 else []
-        components = _unique(_TRAILING_STATE.sub("", html_to_text(name))
-                             for name in names)
+        items = _LIST_ITEM.findall(rest[1]) if len(rest) > 1 else []
+        statuses = collections.OrderedDict()     # name -> status; a repeated name: the first
+        for item in items:
+            name, status_ = _component_status(html_to_text(item))
+            if name:
+                statuses.setdefault(name, status_)
         label = html_to_text(status.group(1), 40) or "Update"
         update = Update(newest, label, html_to_text(rest[0], MESSAGE_LIMIT))
-        return components, (update,), False, ()
+        return Parts(tuple(statuses), (update,), False, (), tuple(statuses.values()))
     return _generic_update(markup, newest)
+
+
+def _component_status(text):
+    """Return (name, status) of incident.io's "Responses (Degraded performance)"."""
+    match = _TRAILING_STATE.search(text)
+    if not match:
+        return text, ""
+    said = match.group().strip(" ()").lower()
+    return text[:match.start()], COMPONENT_STATUSES.get(said, "_".join(said.split()))
 
 
 def _statuspage_update(when, label, body, newest, opened_only):
@@ -730,8 +753,8 @@ def _generic_update(markup, newest):
         label = match.group(1).capitalize()
         text = text[match.end():]
     if not text:
-        return _affected(markup), (), False, ()
-    return _affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False, ()
+        return Parts(_affected(markup), (), False)
+    return Parts(_affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False)
 
 
 def _affected(markup):
@@ -1114,6 +1137,7 @@ def format_json(event):
         ("message", update.message), ("title", entry.title),
         ("link", entry.link), ("id", entry.id), ("kind", event.kind),
         ("maintenance", is_maintenance(entry)),
+        ("component_status", collections.OrderedDict(zip(entry.components, entry.statuses))),
     ]), ensure_ascii=False)
 
 

@@ -330,7 +330,26 @@ def test_format_json_fields():
         "title": "Delays starting Actions runs",
         "link": "https://www.githubstatus.com/incidents/i30837849",
         "id": "tag:www.githubstatus.com,2005:Incident/30837849",
-        "kind": "new", "maintenance": False}
+        "kind": "new", "maintenance": False, "component_status": {}}
+
+
+def test_json_gives_each_incidentio_components_status():
+    event = first_event(openai_feed(OPENAI_RESOLVED))
+    assert json.loads(tracker.format_json(event))["component_status"] == {
+        "Chat Completions": "operational", "Responses": "degraded_performance"}
+    # the real capture: 87 resolved incidents, each component back to "(Operational)"
+    entries = [e for e in tracker.parse_feed(shared(OPENAI)) if e.components]
+    assert entries and all(e.statuses == ("operational",) * len(e.components) for e in entries)
+
+
+@pytest.mark.parametrize("said, status", [
+    ("Operational", "operational"), ("Degraded performance", "degraded_performance"),
+    ("Partial outage", "partial_outage"), ("Full outage", "major_outage"),
+    ("Under maintenance", "under_maintenance"), ("Something new", "something_new")])
+def test_incidentio_impact_words_become_statuspage_status_names(said, status):
+    entry = openai_entry("S", "T", "2026-09-14T03:00:00.000Z", "Investigating", "x", ["API (%s)" % said])
+    [parsed] = tracker.parse_feed(openai_feed(entry))
+    assert (parsed.components, parsed.statuses) == (("API",), (status,))
 
 
 def test_feed_text_cannot_forge_lines_or_escape_sequences():
