@@ -147,6 +147,9 @@ STATES = {
     "scheduled": "scheduled", "in_progress": "in_progress",
     "verifying": "in_progress", "completed": "completed",
     "postmortem": "postmortem",
+    # AWS's words for an event still going on ("Informational message" may
+    # be news of no outage at all: its state stays unknown)
+    "service_disruption": "investigating", "service_degradation": "investigating",
 }
 LABELS = ("Investigating", "Identified", "Update", "Monitoring", "Resolved",
           "Scheduled", "In progress", "Verifying", "Completed", "Postmortem")
@@ -195,6 +198,18 @@ _AFFECTED = re.compile(
     r"\s*:\s*([^\n<]+)", re.I)
 _LEADING_LABEL = re.compile(
     r"^(%s)\s*[-:\u2013\u2014]\s*" % "|".join(LABELS), re.I)
+# Feeds of neither platform state the state in words; each shape below was
+# seen in a real feed (testdata/PROVENANCE.md says which).  The first match
+# wins; a label of None takes the matched words.
+_STATED = (
+    # cState (status.torproject.org): "[Resolved] ..."; AWS: "... [RESOLVED] ..."
+    ("title", re.compile(r"\[(resolved|investigating|identified|monitoring|completed)\]", re.I), None),
+    ("title", re.compile(r"^(resolved)\s*:", re.I), None),                # Google Cloud "RESOLVED: ..."
+    ("title", re.compile(r"^service is operating normally\s*:", re.I), "Resolved"),    # AWS
+    ("text", re.compile(r"^incident began at .{1,80}? and ended at ", re.I), "Resolved"),  # Google Cloud
+    ("title", re.compile(r"^(service disruption|service degradation|informational message)\s*:",
+                         re.I), None),                                    # AWS, still going on
+)
 _TAG = re.compile(r"<[^<>]*>")
 _DROPPED_HTML = re.compile(
     r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)", re.S | re.I)
@@ -686,7 +701,7 @@ def build_entry(raw_id, title, link, updated, markup, dates, opened_only=False):
     """
     known = [date for date in dates if date is not None]
     newest = max(known) if known else None
-    parts = extract_updates(markup, newest, opened_only)
+    parts = extract_updates(markup, newest, opened_only, title)
     updates = parts.updates
     entry_id = clean_text(raw_id) or clean_text(link)
     if not entry_id:
@@ -698,7 +713,7 @@ def build_entry(raw_id, title, link, updated, markup, dates, opened_only=False):
                  parts.components, updates, parts.complete, parts.notes, parts.statuses)
 
 
-def extract_updates(markup, newest, opened_only=False):
+def extract_updates(markup, newest, opened_only=False, title=""):
     """Return the Parts of an entry's HTML: components, updates newest first, ..."""
     blocks = _STATUSPAGE_BLOCK.findall(markup)
     if blocks:
@@ -718,7 +733,7 @@ def extract_updates(markup, newest, opened_only=False):
         label = html_to_text(status.group(1), 40) or "Update"
         update = Update(newest, label, html_to_text(rest[0], MESSAGE_LIMIT))
         return Parts(tuple(statuses), (update,), False, (), tuple(statuses.values()))
-    return _generic_update(markup, newest)
+    return _generic_update(markup, newest, title)
 
 
 def _component_status(text):
@@ -744,17 +759,27 @@ def _statuspage_update(when, label, body, newest, opened_only):
     return Update(time_, html_to_text(label, 40) or "Update", message), note
 
 
-def _generic_update(markup, newest):
+def _generic_update(markup, newest, title):
     """Return the single Update of a feed of no known shape."""
     text = html_to_text(markup)
-    label = "Update"
     match = _LEADING_LABEL.match(text)
     if match:
-        label = match.group(1).capitalize()
-        text = text[match.end():]
+        label, text = match.group(1).capitalize(), text[match.end():]
+    else:
+        label = stated_label(title, text)
+    text = text or title
     if not text:
         return Parts(_affected(markup), (), False)
     return Parts(_affected(markup), (Update(newest, label, clean_text(text, MESSAGE_LIMIT)),), False)
+
+
+def stated_label(title, text):
+    """Return the state a generic item's title or text states in words, else "Update"."""
+    for field, pattern, label in _STATED:
+        match = pattern.search(title if field == "title" else text)
+        if match:
+            return label or match.group(1).capitalize()
+    return "Update"
 
 
 def _affected(markup):

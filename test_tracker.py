@@ -2565,3 +2565,34 @@ def test_a_feed_dropped_while_its_poll_was_in_flight_has_its_connection_closed(s
     poller.stop()
     thread.join(5)
     assert forgotten == [a.url, a.url]   # the second time, once the poll gave its socket back
+
+
+# ---------------------------------------------------------------- generic feeds: the state their text states
+
+@pytest.mark.parametrize("capture, title, label, state", [
+    ("aws-status-rss-excerpt.rss", "Service is operating normally: [RESOLVED] Degraded volume",
+     "Resolved", "resolved"),
+    ("aws-status-rss-excerpt.rss", "Informational message: Degraded volume",
+     "Informational message", "unknown"),
+    ("aws-status-rss-excerpt.rss", "Service degradation: ", "Service degradation", "investigating"),
+    ("cstate-torproject-excerpt.rss", "[Resolved] routing issues", "Resolved", "resolved"),
+    ("cstate-torproject-excerpt.rss", "Network DDoS", "Update", "unknown"),
+    ("gcp-status-atom-excerpt.atom", "RESOLVED: Global: Cloud Monitoring", "Resolved", "resolved"),
+])
+def test_generic_feeds_state_in_words_from_real_shapes(capture, title, label, state):
+    [entry] = [e for e in tracker.parse_feed(shared(capture)) if e.title.startswith(title)][:1]
+    assert (entry.updates[0].label, tracker.state_at(entry)) == (label, state)
+
+
+def test_google_clouds_summary_says_resolved_when_its_title_does_not():
+    body = shared("gcp-status-atom-excerpt.atom").replace(b"<title>RESOLVED: ", b"<title>")
+    [entry] = tracker.parse_feed(body)
+    assert entry.updates[0].label == "Resolved"
+    assert entry.components == ("Cloud Monitoring", "Operations", "Google Cloud Pub/Sub")
+
+
+def test_a_first_look_at_a_generic_feed_prints_only_what_its_words_say_is_open():
+    events = tracker.diff_entries({}, tracker.parse_feed(shared("aws-status-rss-excerpt.rss")),
+                                  True, 0, "AWS").events
+    assert [tracker.format_event(e).splitlines()[1][:40] for e in events] == [
+        "Status: Service degradation - Recovery i"]
