@@ -114,6 +114,9 @@ MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
 MAX_INFORMATIONAL = 10           # 1xx answers skipped before the final one
+MAX_HEADER_LINES = 100           # header fields of one answer (what http.client allows)
+MAX_LINE = 65536                 # bytes of a status, header or chunk-size line
+MAX_HEAD = 262144                # bytes of an answer's status line and header
 MAX_IDLE_CONNECTIONS = 65536     # kept-alive connections, one per directly reached feed
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
@@ -121,7 +124,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
 PARSE_SLOTS = 2                  # feeds parsed at once
-LAUNCH_QUANTUM = 0.05            # polls due this soon start together (fewer wake-ups)
+LAUNCH_QUANTUM = 0.5             # polls due this soon start together (fewer wake-ups)
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
 HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
 MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
@@ -232,6 +235,9 @@ _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, co
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
 _UP_TO_LAST_AT = re.compile(r"//.*@")
 _UNRESERVED_ESCAPE = re.compile(r"%(?:4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
+_STATUS_LINE = re.compile(r"(HTTP/[0-9]\.[0-9]) +([1-9][0-9][0-9])(?: +(.*))?\Z", re.S)
+_HEAD_END = re.compile(rb"\n\r?\n")
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7f) if chr(c) not in "\"<>\\^`{|}")
 _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?\\Z")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
@@ -1557,19 +1563,21 @@ class Route(NamedTuple):
     authorization: Optional[str]   # their Basic value
     https: bool
     host: str
-    port: Optional[int]
-    target: str                    # path and query, as sent
-    direct: bool                   # kept alive over http.client, not through urllib
+    port: int
+    head: bytes                    # request line and fixed fields of a direct GET
+    direct: bool                   # kept alive, over the Fetcher's own HTTP/1.1
 
 
 class Fetcher(object):
     """Conditional GET: the only code that talks to the network.
 
     A feed reached directly keeps its connection open between polls
-    (http.client, HTTP/1.1 keep-alive): a poll then costs one round trip and
-    no TLS handshake.  Redirects, proxies and the rest go through urllib,
-    which does them all; both verify TLS the same way and share the
-    deadline and the body limits.
+    (HTTP/1.1 keep-alive): a poll then costs one round trip and no TLS
+    handshake.  That exchange is written here, not left to http.client,
+    which parses every answer's header with the email package: that was
+    half the CPU of an unchanged poll.  Redirects, proxies and the rest go
+    through urllib, which does them all; both verify TLS the same way and
+    share the deadline and the body limits.
     """
 
     def __init__(self, user_agent=USER_AGENT, max_bytes=MAX_BODY_BYTES,
@@ -1587,27 +1595,18 @@ class Fetcher(object):
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
         """Return a Response; raise FeedError with a one-line reason."""
-        headers = {"User-Agent": self.user_agent, "Accept": ACCEPT,
-                   "Accept-Encoding": "gzip"}
-        # RFC 9110 13.1: send back the validators of the last answer.
-        if header_value(etag):
-            headers["If-None-Match"] = etag
-        if header_value(last_modified):
-            headers["If-Modified-Since"] = last_modified
         route = self._routes.get(url) or self._route(url)
+        # RFC 9110 13.1: send back the validators of the last answer.
+        validators = [(name, value) for name, value in
+                      (("If-None-Match", etag), ("If-Modified-Since", last_modified))
+                      if header_value(value)]
         _request.limits = (time.monotonic() + timeout, self.stopping)
         try:
             if route.direct:
-                if route.authorization:
-                    headers["Authorization"] = route.authorization
-                answer = self._get_direct(route, headers, timeout)
+                answer = self._get_direct(route, validators)
                 if answer is not None:
                     return answer
-                headers.pop("Authorization", None)
-            request = urllib.request.Request(route.url, headers=headers)
-            if route.authorization:   # unredirected: a redirect decides whether it follows
-                request.add_unredirected_header("Authorization", route.authorization)
-            return self._get(request, timeout)
+            return self._get(route, validators, timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 304:   # urllib raises it; for us it is the cheap success
                 exc.close()
@@ -1619,7 +1618,13 @@ class Fetcher(object):
         finally:
             _request.limits = None
 
-    def _get(self, request, timeout):
+    def _get(self, route, validators, timeout):
+        """GET through urllib: redirects, proxies."""
+        headers = dict(validators, **{"User-Agent": self.user_agent, "Accept": ACCEPT,
+                                      "Accept-Encoding": "gzip"})
+        request = urllib.request.Request(route.url, headers=headers)
+        if route.authorization:   # unredirected: a redirect decides whether it follows
+            request.add_unredirected_header("Authorization", route.authorization)
         with self._opener.open(request, timeout=timeout) as answer:
             body = _read_body(answer, self.max_bytes)
             headers = answer.headers
@@ -1631,64 +1636,75 @@ class Fetcher(object):
         parts = urllib.parse.urlsplit(plain)
         proxied = parts.scheme in self._proxies and \
             not urllib.request.proxy_bypass(parts.hostname or "")
+        host, port = parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme]
+        # Printable ASCII only on the request line (RFC 9112 3.2): the rest %-encoded.
+        target = urllib.parse.quote((parts.path or "/") + ("?" + parts.query if parts.query else ""),
+                                    safe=_PRINTABLE)
+        lines = ["GET %s HTTP/1.1" % target, "Host: %s" % _host_field(host, port, parts.scheme),
+                 "User-Agent: " + self.user_agent, "Accept: " + ACCEPT, "Accept-Encoding: gzip"]
+        if authorization:
+            lines.append("Authorization: " + authorization)
         route = self._routes[url] = Route(
-            plain, authorization, parts.scheme == "https", parts.hostname, parts.port,
-            (parts.path or "/") + ("?" + parts.query if parts.query else ""),
+            plain, authorization, parts.scheme == "https", host, port,
+            "".join(line + "\r\n" for line in lines).encode("latin-1"),
             bool(self.max_idle) and not proxied)
         return route
 
-    def _get_direct(self, route, headers, timeout):
+    def _get_direct(self, route, validators):
         """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
+        head = route.head + "".join("%s: %s\r\n" % pair for pair in validators).encode(
+            "latin-1") + b"\r\n"
         sock = self._idle.pop(route.url, None)
         if sock is not None and _has_input(sock):
             sock.close()
             sock = None
         try:
-            return self._exchange(self._connection(route, timeout, sock), route, headers)
+            return self._exchange(sock or self._connect(route), route, head)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if sock is None:
                 raise
             # the server closed the idle connection as we spoke: once more, fresh
-            return self._exchange(self._connection(route, timeout), route, headers)
+            return self._exchange(self._connect(route), route, head)
 
-    def _connection(self, route, timeout, sock=None):
-        """Return an HTTPConnection for the route, on `sock` if it is given (connected)."""
-        if route.https:
-            if self._tls is None:
-                self._tls = ssl.create_default_context()   # what urllib uses: verified
-            connection = _DeadlineHTTPSConnection(route.host, route.port,
-                                                  timeout=timeout, context=self._tls)
-        else:
-            connection = _DeadlineHTTPConnection(route.host, route.port, timeout=timeout)
-        if sock is not None:    # http.client connects only when it has no socket
-            sock.settimeout(timeout)
-            connection.sock = sock
-        return connection
-
-    def _exchange(self, connection, route, headers):
-        """Send one GET on connection; keep its socket for the next poll if allowed."""
+    def _connect(self, route):
+        """Return a new connected socket to the route's server, TLS verified if https."""
+        sock = _connect_by_deadline((route.host, route.port), _remaining())
         try:
-            connection.request("GET", route.target, headers=headers)
-            answer = connection.getresponse()
-            if answer.status in (301, 302, 303, 307, 308):
-                connection.close()
-                return None
-            if answer.status not in (200, 304):
-                raise urllib.error.HTTPError(route.url, answer.status, answer.reason,
-                                             answer.headers, None)
-            body = _read_body(answer, self.max_bytes)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as http.client
+            if route.https:
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()   # what urllib uses: verified
+                sock = self._tls.wrap_socket(sock, server_hostname=route.host)
         except BaseException:
-            connection.close()
+            sock.close()
             raise
-        if answer.will_close or len(self._idle) >= self.max_idle:
-            connection.close()
+        return sock
+
+    def _exchange(self, sock, route, head):
+        """Send one GET on sock; keep sock for the next poll if the answer allows it."""
+        try:
+            sock.settimeout(_remaining())
+            sock.sendall(head)
+            wire = _Wire(sock)
+            version, status, reason, fields = read_answer_head(wire)
+            if status in (301, 302, 303, 307, 308):
+                sock.close()
+                return None
+            if status not in (200, 304):
+                raise http_failure(status, reason, fields.get("Retry-After"))
+            body, delimited = read_payload(wire, status, fields, self.max_bytes)
+        except BaseException:
+            sock.close()
+            raise
+        tokens = (fields.get("Connection") or "").lower().replace(",", " ").split()
+        if delimited and version == "HTTP/1.1" and "close" not in tokens and \
+                not wire.buffered and len(self._idle) < self.max_idle:
+            self._idle[route.url] = sock
         else:
-            # keep the socket only: the connection object would keep the last
-            # answer's headers alive too, kilobytes a feed at 5,000 feeds
-            self._idle[route.url], connection.sock = connection.sock, None
-        if answer.status == 304:
-            return _not_modified(answer.headers)
-        return self._decoded(body, answer.headers)
+            sock.close()
+        if status == 304:
+            return _not_modified(fields)
+        return self._decoded(body, fields)
 
     def stop(self):
         """Make requests in flight give up within READ_SLICE seconds."""
@@ -1718,18 +1734,200 @@ class Fetcher(object):
 
     @staticmethod
     def _http_error(exc):
-        """Return the FeedError for an HTTP error status (304 is not one)."""
+        """Return the FeedError for an HTTP error status urllib raised (304 is not one)."""
         try:
             exc.close()
         except Exception:
             pass
-        reason = "HTTP %d %s" % (exc.code, clean_text(str(exc.reason), 80))
         if str(exc.reason).startswith(urllib.request.HTTPRedirectHandler.inf_msg):
-            reason = "more than %d redirects, or a redirect loop" % MAX_REDIRECTS
-        retry = None
-        if exc.code in (429, 503):
-            retry = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        return FeedError(reason.strip(), exc.code, retry)
+            return FeedError("more than %d redirects, or a redirect loop" % MAX_REDIRECTS,
+                             exc.code)
+        return http_failure(exc.code, str(exc.reason),
+                            exc.headers.get("Retry-After") if exc.headers else None)
+
+
+def http_failure(status, reason, retry_after=None):
+    """Return the FeedError of an answer with an error status; 429 and 503 say when to retry."""
+    retry = parse_retry_after(retry_after) if status in (429, 503) else None
+    return FeedError(("HTTP %d %s" % (status, clean_text(reason, 80))).strip(), status, retry)
+
+
+def _host_field(host, port, scheme):
+    """Return the Host field of a request (RFC 9110 7.2): IDNA, [IPv6], port unless default."""
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = "[%s]" % host
+    return host if port == DEFAULT_PORTS[scheme] else "%s:%d" % (host, port)
+
+
+class Fields(dict):
+    """An answer's header fields by lower-case name; a repeated one's values
+    joined by ", " (RFC 9110 5.3)."""
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
+
+
+class _Wire(object):
+    """Read one answer from a connection through a buffer of our own (RFC 9112).
+
+    Owning the buffer tells what http.client cannot: whether the server sent
+    bytes beyond its answer, which would be read as the next poll's answer.
+    """
+
+    def __init__(self, sock):
+        self._sock = _DeadlineSocket(sock, *_request.limits)
+        self._buffer = bytearray()
+        self._scratch = bytearray(16384)
+
+    @property
+    def buffered(self):
+        return len(self._buffer)
+
+    def _fill(self):
+        count = self._sock.recv_into(self._scratch)
+        self._buffer += memoryview(self._scratch)[:count]
+        return count
+
+    def read_head(self):
+        """Return the lines (str) of the next head, status line first, up to its
+        empty line; [] when the stream ends before it starts."""
+        start = 0
+        while True:
+            end = _HEAD_END.search(self._buffer, start)
+            if end is not None:
+                head = self._buffer[:end.start()].decode("latin-1")
+                del self._buffer[:end.end()]
+                lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+                if max(len(line) for line in lines) > MAX_LINE:
+                    raise FeedError("answer has a line longer than %d bytes" % MAX_LINE)
+                if len(lines) > MAX_HEADER_LINES + 1:
+                    raise FeedError("answer has more than %d header lines" % MAX_HEADER_LINES)
+                return lines
+            if len(self._buffer) > MAX_HEAD:
+                raise FeedError("answer has a head larger than %d bytes" % MAX_HEAD)
+            start = max(0, len(self._buffer) - 2)
+            if not self._fill():
+                if self._buffer:
+                    raise FeedError("answer cut short in its head")
+                return []
+
+    def readline(self):
+        """Return the next line without its line end; None at the end of the stream."""
+        end = -1
+        while end < 0:
+            end = self._buffer.find(b"\n", 0, MAX_LINE + 2)
+            if end < 0 and len(self._buffer) > MAX_LINE + 1:
+                raise FeedError("answer has a line longer than %d bytes" % MAX_LINE)
+            if end < 0 and not self._fill():
+                if self._buffer:
+                    raise FeedError("answer cut short")
+                return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 1]
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def read(self, size):
+        """Return exactly size bytes."""
+        while len(self._buffer) < size:
+            if not self._fill():
+                raise FeedError("answer cut short: %d bytes missing" % (size - len(self._buffer)))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def read_to_end(self, limit):
+        """Return what comes until the server closes, refusing more than limit bytes."""
+        while self._fill():
+            if len(self._buffer) > limit:
+                raise FeedError("answer larger than %d bytes" % limit)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        return data
+
+
+def read_answer_head(wire):
+    """Return (version, status, reason, Fields) of the final answer on wire.
+
+    RFC 9110 15.2: a client skips the 1xx answers (102 Processing, 103 Early
+    Hints) before the final one.
+    """
+    for _ in range(MAX_INFORMATIONAL + 1):
+        lines = wire.read_head()
+        if not lines:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        match = _STATUS_LINE.match(lines[0])
+        if match is None:
+            raise FeedError("not an HTTP answer: %s" % clean_text(lines[0], 60))
+        status = int(match.group(2))
+        if not 100 <= status < 200 or status == 101:
+            return match.group(1), status, match.group(3) or "", parse_fields(lines[1:])
+    raise FeedError("more than %d 1xx answers" % MAX_INFORMATIONAL)
+
+
+def parse_fields(lines):
+    """Return the Fields of header lines (str, no line ends).
+
+    A line starting with a space or tab continues the last value (obs-fold,
+    RFC 9112 5.2); a line that is not a field is skipped, as http.client does.
+    """
+    fields, last = Fields(), None
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if last is not None:
+                fields[last] += " " + line.strip(" \t")
+            continue
+        name, colon, value = line.partition(":")
+        if colon:
+            last, value = name.strip().lower(), value.strip(" \t")
+            fields[last] = fields[last] + ", " + value if last in fields else value
+    return fields
+
+
+def read_payload(wire, status, fields, limit):
+    """Return (body, delimited): the answer's body, and whether its end was known
+    without the server closing (RFC 9112 6.3), so the connection can go on."""
+    if status in (204, 304):
+        return b"", True
+    coding = fields.get("Transfer-Encoding")
+    if coding is not None:
+        if coding.lower().rsplit(",", 1)[-1].strip() == "chunked":
+            return _read_chunked(wire, limit), True
+        return wire.read_to_end(limit), False
+    length = fields.get("Content-Length")
+    if length is None:
+        return wire.read_to_end(limit), False
+    sizes = set(value.strip() for value in length.split(","))
+    if len(sizes) != 1 or not re.match(r"[0-9]{1,18}\Z", next(iter(sizes))):
+        raise FeedError("answer with a bad Content-Length: %s" % clean_text(length, 40))
+    size = int(sizes.pop())
+    if size > limit:
+        raise FeedError("answer larger than %d bytes" % limit)
+    return wire.read(size), True
+
+
+def _read_chunked(wire, limit):
+    """Return a chunked body (RFC 9112 7.1), refusing more than limit bytes."""
+    body = bytearray()
+    while True:
+        line = wire.readline()
+        size = line.split(b";", 1)[0].strip() if line is not None else b""
+        if not re.match(rb"[0-9A-Fa-f]{1,15}\Z", size):
+            raise FeedError("answer cut short" if line is None else "answer with a bad chunk")
+        size = int(size, 16)
+        if size == 0:
+            for _ in range(MAX_HEADER_LINES + 1):   # the trailer, up to its empty line
+                line = wire.readline()
+                if not line:
+                    return bytes(body)
+            raise FeedError("answer has more than %d trailer lines" % MAX_HEADER_LINES)
+        if len(body) + size > limit:
+            raise FeedError("answer larger than %d bytes" % limit)
+        body += wire.read(size)
+        if wire.readline() != b"":
+            raise FeedError("answer with a bad chunk")
 
 
 def _not_modified(headers):
@@ -2323,7 +2521,11 @@ class Tracker(object):
     def _launch_due(self, rounds):
         """Launch every poll due now or within a short quantum: one wake-up, many polls."""
         now = self.clock()
-        horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 10)
+        # A poll after a sleep costs more CPU than one right after another
+        # (cold caches, the wake-up itself): on a 2-core VM, 0.53 ms each
+        # 10 ms apart, 0.22 ms back to back.  Early by at most 5 % of the
+        # interval, and on the feed's own grid: no drift.
+        horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 20)
         fast = min(self.config.timeout, self.config.fast_timeout)
         while self._queue and self._queue[0][0] <= horizon:
             due, _, url = heapq.heappop(self._queue)
