@@ -1595,13 +1595,13 @@ class Fetcher(object):
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
         """Return a Response; raise FeedError with a one-line reason."""
-        route = self._routes.get(url) or self._route(url)
         # RFC 9110 13.1: send back the validators of the last answer.
         validators = [(name, value) for name, value in
                       (("If-None-Match", etag), ("If-Modified-Since", last_modified))
                       if header_value(value)]
         _request.limits = (time.monotonic() + timeout, self.stopping)
         try:
+            route = self._routes.get(url) or self._route(url)   # IDNA may refuse the host
             if route.direct:
                 answer = self._get_direct(route, validators)
                 if answer is not None:
@@ -1634,9 +1634,12 @@ class Fetcher(object):
         """Work out once how to reach url (parsing URLs is a good part of a 304's cost)."""
         plain, authorization = split_credentials(url)
         parts = urllib.parse.urlsplit(plain)
+        if parts.scheme not in DEFAULT_PORTS:
+            raise FeedError("not an http or https URL")
         proxied = parts.scheme in self._proxies and \
             not urllib.request.proxy_bypass(parts.hostname or "")
-        host, port = parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme]
+        host, port = parts.hostname or "", parts.port
+        port = DEFAULT_PORTS[parts.scheme] if port is None else port
         # Printable ASCII only on the request line (RFC 9112 3.2): the rest %-encoded.
         target = urllib.parse.quote((parts.path or "/") + ("?" + parts.query if parts.query else ""),
                                     safe=_PRINTABLE)
@@ -1660,7 +1663,7 @@ class Fetcher(object):
             sock = None
         try:
             return self._exchange(sock or self._connect(route), route, head)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        except _IDLE_CLOSED:
             if sock is None:
                 raise
             # the server closed the idle connection as we spoke: once more, fresh
@@ -1746,6 +1749,12 @@ class Fetcher(object):
                             exc.headers.get("Retry-After") if exc.headers else None)
 
 
+# How a server's closing of an idle connection shows when it is used again; with
+# OpenSSL 3 before Python 3.8, as an SSLError with a made-up reason.
+_IDLE_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) + (
+    (ssl.SSLError,) if ssl is not None else ())
+
+
 def http_failure(status, reason, retry_after=None):
     """Return the FeedError of an answer with an error status; 429 and 503 say when to retry."""
     retry = parse_retry_after(retry_after) if status in (429, 503) else None
@@ -1763,9 +1772,11 @@ def _host_field(host, port, scheme):
     return host if port == DEFAULT_PORTS[scheme] else "%s:%d" % (host, port)
 
 
+_LIST_FIELDS = frozenset(["connection", "content-length", "transfer-encoding"])
+
+
 class Fields(dict):
-    """An answer's header fields by lower-case name; a repeated one's values
-    joined by ", " (RFC 9110 5.3)."""
+    """An answer's header fields by lower-case name (see parse_fields)."""
 
     def get(self, name, default=None):
         return dict.get(self, name.lower(), default)
@@ -1798,6 +1809,8 @@ class _Wire(object):
         start = 0
         while True:
             end = _HEAD_END.search(self._buffer, start)
+            if end is not None and end.end() > MAX_HEAD:
+                raise FeedError("answer has a head larger than %d bytes" % MAX_HEAD)
             if end is not None:
                 head = self._buffer[:end.start()].decode("latin-1")
                 del self._buffer[:end.end()]
@@ -1841,9 +1854,10 @@ class _Wire(object):
 
     def read_to_end(self, limit):
         """Return what comes until the server closes, refusing more than limit bytes."""
-        while self._fill():
-            if len(self._buffer) > limit:
-                raise FeedError("answer larger than %d bytes" % limit)
+        while len(self._buffer) <= limit and self._fill():
+            pass
+        if len(self._buffer) > limit:
+            raise FeedError("answer larger than %d bytes" % limit)
         data, self._buffer = bytes(self._buffer), bytearray()
         return data
 
@@ -1870,8 +1884,11 @@ def read_answer_head(wire):
 def parse_fields(lines):
     """Return the Fields of header lines (str, no line ends).
 
-    A line starting with a space or tab continues the last value (obs-fold,
-    RFC 9112 5.2); a line that is not a field is skipped, as http.client does.
+    A field said twice keeps its first value, as http.client's get() did,
+    but the framing ones join theirs (RFC 9110 5.3), so that two lengths
+    can be seen to differ.  A line starting with a space or tab continues
+    the last value (obs-fold, RFC 9112 5.2); a line that is not a field is
+    skipped, as http.client does.
     """
     fields, last = Fields(), None
     for line in lines:
@@ -1880,9 +1897,15 @@ def parse_fields(lines):
                 fields[last] += " " + line.strip(" \t")
             continue
         name, colon, value = line.partition(":")
-        if colon:
-            last, value = name.strip().lower(), value.strip(" \t")
-            fields[last] = fields[last] + ", " + value if last in fields else value
+        if not colon:
+            continue
+        name, value = name.strip().lower(), value.strip(" \t")
+        if name not in fields:
+            fields[name], last = value, name
+        elif name in _LIST_FIELDS:
+            fields[name], last = fields[name] + ", " + value, name
+        else:
+            last = None
     return fields
 
 
@@ -1891,12 +1914,14 @@ def read_payload(wire, status, fields, limit):
     without the server closing (RFC 9112 6.3), so the connection can go on."""
     if status in (204, 304):
         return b"", True
-    coding = fields.get("Transfer-Encoding")
-    if coding is not None:
-        if coding.lower().rsplit(",", 1)[-1].strip() == "chunked":
-            return _read_chunked(wire, limit), True
-        return wire.read_to_end(limit), False
+    codings = [coding.strip() for coding in (fields.get("Transfer-Encoding") or "").lower().split(",")
+               if coding.strip() not in ("", "identity")]
     length = fields.get("Content-Length")
+    if codings == ["chunked"]:
+        # with a Content-Length too, the framing is in doubt (RFC 9112 6.3): close after
+        return _read_chunked(wire, limit), length is None
+    if codings:
+        raise FeedError("unsupported Transfer-Encoding %r" % clean_text(", ".join(codings), 40))
     if length is None:
         return wire.read_to_end(limit), False
     sizes = set(value.strip() for value in length.split(","))
@@ -1914,7 +1939,7 @@ def _read_chunked(wire, limit):
     while True:
         line = wire.readline()
         size = line.split(b";", 1)[0].strip() if line is not None else b""
-        if not re.match(rb"[0-9A-Fa-f]{1,15}\Z", size):
+        if not re.match(rb"[0-9A-Fa-f]+\Z", size) or len(size.lstrip(b"0")) > 15:
             raise FeedError("answer cut short" if line is None else "answer with a bad chunk")
         size = int(size, 16)
         if size == 0:

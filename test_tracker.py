@@ -39,6 +39,7 @@ import openai_status_tracker as tracker
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTDATA = os.path.join(HERE, "testdata")
 SCRIPT = os.path.join(HERE, "openai_status_tracker.py")
+SERVER_POLL = 0.005   # seconds a test server takes to notice shutdown(): 135 teardowns wait it
 
 sys.path.insert(0, TESTDATA)   # testdata/samples.py: the feed builders, shared with bench/
 from samples import (openai_entry, openai_feed, statuspage_blocks,  # noqa: E402
@@ -451,7 +452,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 def server():
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.script = Script()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": SERVER_POLL})
     thread.daemon = True
     thread.start()
     httpd.url = "http://127.0.0.1:%d" % httpd.server_address[1]
@@ -846,7 +847,7 @@ def raw_server():
         tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RawHandler)
         tcp.daemon_threads = True
         tcp.behaviour = behaviour
-        thread = threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": 0.05})
+        thread = threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": SERVER_POLL})
         thread.daemon = True
         thread.start()
         servers.append(tcp)
@@ -1133,7 +1134,7 @@ def test_connection_refused_then_back_is_logged_once_each(monkeypatch):
         httpd = Server(("127.0.0.1", port), Handler)
         httpd.script = Script()
         httpd.script.set("/f", openai_feed(OPENAI_NO_COMPONENTS))
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": SERVER_POLL})
         thread.daemon = True
         thread.start()
         revived.append(httpd)
@@ -2100,7 +2101,7 @@ def test_basic_auth_follows_a_redirect_to_the_same_origin_only(server):
     other = Server(("127.0.0.1", 0), Handler)
     other.script = Script()
     other.script.set("/feed", b"<rss/>")
-    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": SERVER_POLL}).start()
     try:
         server.script.set("/same", b"", status=302, headers={"Location": "/feed"})
         server.script.set("/feed", b"<rss/>")
@@ -2250,6 +2251,18 @@ FRAMINGS = [   # (id, the answer, whether the server closes after it, connection
      b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n<rss/>HTTP/1.1 200 OK\r\n", False, 2),
     ("no reason phrase, a bare LF",
      b"HTTP/1.1 200\nContent-Length: 6\n\n<rss/>", False, 1),
+    ("Transfer-Encoding: identity is no coding",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 6\r\n\r\n<rss/>",
+     False, 1),
+    ("a chunk size of 16 digits, leading zeros",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0000000000000006\r\n<rss/>\r\n0\r\n\r\n", False, 1),
+    ("chunked and a Content-Length: in doubt, closed after",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n"
+     b"6\r\n<rss/>\r\n0\r\n\r\n", False, 2),
+    ("a field said twice keeps its first value",
+     b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Encoding: br\r\n"
+     b"Content-Length: 6\r\n\r\n<rss/>", False, 1),
 ]
 
 
@@ -2287,6 +2300,16 @@ BROKEN_ANSWERS = [   # (id, the answer, the reason logged)
      "answer has a head larger than 262144 bytes"),
     ("101 Switching Protocols", b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
      "HTTP 101 Switching Protocols"),
+    ("a transfer coding other than chunked",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n6\r\n<rss/>\r\n0\r\n\r\n",
+     "unsupported Transfer-Encoding 'gzip, chunked'"),
+    ("an empty chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
+     "answer with a bad chunk"),
+    ("no length, beyond the cap with the head",
+     b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 5000, "answer larger than 100 bytes"),
+    ("a head completed beyond its cap", b"HTTP/1.1 200 OK\r\n" + (
+        b"X-A: " + b"a" * 50000 + b"\r\n") * 5 + b"X-B: " + b"b" * 13000 + b"\r\n\r\n",
+     "answer has a head larger than 262144 bytes"),
 ]
 
 
@@ -2303,6 +2326,24 @@ def test_a_broken_answer_is_one_clear_reason_and_its_connection_is_closed(
         assert str(failure.value) == reason
     assert len(behaviour.connections) == 2
     assert not fetch._idle
+
+
+def test_a_field_said_twice_keeps_its_first_value_retry_after_and_validators_too(raw_server):
+    busy = answering(b"HTTP/1.1 503 Busy\r\nRetry-After: 120\r\nRetry-After: 120\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+    with pytest.raises(tracker.FeedError) as failure:
+        tracker.Fetcher()("http://127.0.0.1:%d/feed" % raw_server(busy))
+    assert failure.value.retry_after == 120.0
+    dated = answering(http_answer(RSS, headers="Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+                                              "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n"))
+    answer = tracker.Fetcher()("http://127.0.0.1:%d/feed" % raw_server(dated))
+    assert answer.last_modified == "Mon, 01 Jan 2024 00:00:00 GMT"
+
+
+@pytest.mark.parametrize("url", [u"http://\ufffd.example/feed", u"http://" + u"\xe4" * 70 + ".example/"])
+def test_a_host_name_idna_cannot_encode_is_a_feed_error_not_an_internal_one(url):
+    outcome = poll_once(url)
+    assert outcome.error.startswith("UnicodeError: "), outcome.error
 
 
 def test_keep_alive_over_tls_never_reads_bytes_nobody_asked_for_as_an_answer(raw_server):
