@@ -1675,6 +1675,8 @@ class Fetcher(object):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as http.client
             if route.https:
+                if ssl is None:
+                    raise FeedError("https needs the ssl module, which this Python lacks")
                 if self._tls is None:
                     self._tls = ssl.create_default_context()   # what urllib uses: verified
                 sock = self._tls.wrap_socket(sock, server_hostname=route.host)
