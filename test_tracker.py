@@ -2212,8 +2212,9 @@ def http_answer(body, status="200 OK", headers=""):
 
 
 def answering(answer, close=False):
-    """A raw-server behaviour: `answer` (bytes) to each request; counts its connections."""
-    connections = []
+    """A raw-server behaviour: `answer` (bytes) to each request; keeps its
+    connections' peers and the requests' heads."""
+    connections, requests = [], []
 
     def behaviour(sock):
         connections.append(sock.getpeername())
@@ -2224,12 +2225,13 @@ def answering(answer, close=False):
                 return
             request += chunk
             while b"\r\n\r\n" in request:
-                request = request.partition(b"\r\n\r\n")[2]
+                head, _, request = request.partition(b"\r\n\r\n")
+                requests.append(head + b"\r\n\r\n")
                 sock.sendall(answer)
                 if close:
                     sock.shutdown(socket.SHUT_WR)
                     return
-    behaviour.connections = connections
+    behaviour.connections, behaviour.requests = connections, requests
     return behaviour
 
 
@@ -2401,39 +2403,24 @@ def test_a_tls_failure_names_its_reason(raw_server):
 
 @pytest.mark.parametrize("etag", [b'"a\x01b"', b'"' + b"x" * 2000 + b'"'])
 def test_a_validator_that_cannot_be_sent_back_is_not_kept(raw_server, etag):
-    requests = []
-
-    def behaviour(sock):
-        while True:
-            request = sock.recv(65536)
-            if not request:
-                return
-            requests.append(request)
-            sock.sendall(http_answer(b"<rss/>", headers="ETag: %s\r\n" % etag.decode("latin-1")))
+    behaviour = answering(http_answer(RSS, headers="ETag: %s\r\n" % etag.decode("latin-1")))
     url = "http://127.0.0.1:%d/feed" % raw_server(behaviour)
     fetch = tracker.Fetcher()
     first = fetch(url)
     assert first.etag is None
     assert fetch(url, first.etag).status == 200
-    assert all(b"If-None-Match" not in request for request in requests)
+    assert len(behaviour.requests) == 2
+    assert all(b"If-None-Match" not in request for request in behaviour.requests)
 
 
 def test_a_folded_validator_is_unfolded_and_sent_back_on_one_line(raw_server):
-    requests = []
-
-    def behaviour(sock):
-        while True:
-            request = sock.recv(65536)
-            if not request:
-                return
-            requests.append(request)
-            sock.sendall(http_answer(b"<rss/>", headers='ETag: "a"\r\n\t"folded"\r\n'))
+    behaviour = answering(http_answer(RSS, headers='ETag: "a"\r\n\t"folded"\r\n'))
     url = "http://127.0.0.1:%d/feed" % raw_server(behaviour)
     fetch = tracker.Fetcher()
     first = fetch(url)
     assert first.etag == '"a" "folded"'   # RFC 9112 5.2: obs-fold becomes a space
     fetch(url, first.etag)
-    assert b'\r\nIf-None-Match: "a" "folded"\r\n' in requests[1]
+    assert b'\r\nIf-None-Match: "a" "folded"\r\n' in behaviour.requests[1]
 
 
 def test_a_bad_validator_in_the_state_file_is_dropped_not_a_failure_forever(

@@ -21,6 +21,7 @@ import resource
 import sys
 import threading
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -29,17 +30,9 @@ import bench_tracker                 # noqa: E402  the farm
 import openai_status_tracker as tracker   # noqa: E402
 
 
-class InlineLane(object):
+def inline_lane(workers, work):
     """A Lane that runs each poll in the thread that submits it."""
-
-    def __init__(self, workers, work):
-        self.work = work
-
-    def submit(self, job):
-        self.work(job)
-
-    def shutdown(self):
-        pass
+    return types.SimpleNamespace(submit=work, shutdown=lambda: None)
 
 
 def usage():
@@ -111,7 +104,7 @@ def main(argv=None):
             cost, switches, polls = by_fetch(urls, args)
         else:
             cost, switches, polls = by_tracker(
-                urls, args, InlineLane if args.how == "inline" else tracker.Lane)
+                urls, args, inline_lane if args.how == "inline" else tracker.Lane)
     finally:
         farm.close()
     print("%s: %.3f ms CPU per unchanged poll, %.1f context switches a poll (%d polls, "
