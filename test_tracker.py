@@ -2613,6 +2613,32 @@ def test_an_hour_of_schedule_runs_in_milliseconds_on_a_fake_clock():
     assert len(lines) == 3 and poller.stats["parsed"] == 3 and poller.stats["unchanged"] == 1077
 
 
+def test_polls_due_within_half_a_second_start_together_on_their_own_grid():
+    # A poll right after another costs less CPU than one after a sleep: the
+    # scheduler starts together what is due within LAUNCH_QUANTUM, never
+    # sooner than that before its time, and the grid does not drift.
+    now, calls = [0.0], collections.defaultdict(list)
+    body = github_feed(GITHUB_OPEN)
+
+    def fetch(url, etag=None, last_modified=None, timeout=None):
+        calls[url].append(now[0])
+        return tracker.Response(200, body, None, None)
+
+    def wait(seconds):
+        now[0] += seconds
+    providers = [tracker.Provider("http://feed%d.test/x" % n, "F%d" % n) for n in range(100)]
+    poller = tracker.Tracker(providers, tracker.Config(interval=60.0), fetch=fetch,
+                             clock=lambda: now[0], wall=lambda: 1.8e9 + now[0], wait=wait,
+                             lane=InlineLane)
+    assert poller.run(rounds=5) == 0
+    for number, provider in enumerate(providers):   # first polls 10 ms apart, then every 60 s
+        due = [number * 0.01 + round_ * 60.0 for round_ in range(5)]
+        early = [when - polled for when, polled in zip(due, calls[provider.url])]
+        assert len(early) == 5 and all(-1e-9 < ahead <= tracker.LAUNCH_QUANTUM for ahead in early)
+    launches = set(polled for times in calls.values() for polled in times)
+    assert len(launches) == 2 * 5     # 100 polls a round in two wake-ups, not twenty
+
+
 def test_more_dead_servers_than_workers_never_delay_a_healthy_feed(server):
     # Defence: the deadline and the lanes.  Six dead servers (three accept and
     # never answer, three drip a byte at a time), two workers: each dead feed
