@@ -11,8 +11,15 @@ Usage:
 
 Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
 beside this file; OpenAI alone when that file does not exist), --once,
---history N, --json, --workers N, --timeout SECONDS (20), --state FILE, -v,
---version.
+--history N, --json, --workers N, --timeout SECONDS (20), --state FILE,
+--only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, -v, --version.
+
+Choosing what to hear: --only and --skip (each repeatable) take a
+case-insensitive regular expression, matched against what the event prints,
+or `FIELD:REGEX` for one field: provider, product, component, state, title.
+An event prints when it matches some --only (if any) and no --skip;
+--no-maintenance drops scheduled maintenance.  An event left out still counts
+as printed: changing the filters never brings it back.
 
 Output: every event is three lines on stdout, flushed at once:
     [2026-09-13 17:47:55] Product: OpenAI - Conversations
@@ -87,7 +94,7 @@ import xml.parsers.expat
 import zlib
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 try:
     import ssl
@@ -351,6 +358,12 @@ class Outcome(NamedTuple):
     timed_out: bool = False            # it ran into that deadline
 
 
+class Filter(NamedTuple):
+    """One --only or --skip: a field of the event ("" for all it prints) and a regex."""
+    field: str
+    pattern: Any           # a compiled, case-insensitive re
+
+
 class Config(NamedTuple):
     """The command line, as the tracker uses it."""
     interval: float = DEFAULT_INTERVAL
@@ -361,6 +374,9 @@ class Config(NamedTuple):
     verbose: bool = False
     once: bool = False
     fast_timeout: float = FAST_LANE_TIMEOUT
+    only: Tuple[Filter, ...] = ()      # print an event only if one of these matches it
+    skip: Tuple[Filter, ...] = ()      # ... and none of these
+    maintenance: bool = True           # False: --no-maintenance
 
 
 class TrackerError(Exception):
@@ -1170,6 +1186,43 @@ def format_json(event):
         ("maintenance", is_maintenance(entry)),
         ("component_status", collections.OrderedDict(zip(entry.components, entry.statuses))),
     ]), ensure_ascii=False)
+
+
+FILTER_FIELDS = ("provider", "product", "component", "state", "title")
+
+
+def parse_filter(text):
+    """Return the Filter of "regex" or "field:regex"; raise ValueError saying why not."""
+    field, colon, rest = text.partition(":")
+    if not (colon and field.lower() in FILTER_FIELDS):
+        field, rest = "", text
+    try:
+        return Filter(field.lower(), re.compile(rest, re.IGNORECASE))
+    except re.error as exc:
+        raise ValueError("bad regular expression %r: %s" % (rest, exc))
+
+
+def wanted(event, config):
+    """True when the event passes --no-maintenance, --only and --skip.
+
+    A filtered event still counts as printed: a change of filters never
+    brings back what an earlier run left out.
+    """
+    if not config.maintenance and is_maintenance(event.entry):
+        return False
+    if config.only and not any(_matches(rule, event) for rule in config.only):
+        return False
+    return not any(_matches(rule, event) for rule in config.skip)
+
+
+def _matches(rule, event):
+    if rule.field == "component":
+        return any(rule.pattern.search(name) for name in event.entry.components)
+    text = {"provider": lambda: event.provider, "product": lambda: product_of(event),
+            "state": lambda: state_at(event.entry, event.index),
+            "title": lambda: event.entry.title,
+            "": lambda: format_event(event)}[rule.field]()
+    return rule.pattern.search(text) is not None
 
 
 # ---------------------------------------------------------------- providers.txt
@@ -2396,10 +2449,11 @@ class Tracker(object):
         """Return the one-line account of this run."""
         counts = self.stats
         return ("summary: feeds=%d polls=%d ok=%d not_modified=%d unchanged=%d "
-                "errors=%d events=%d" % (
+                "errors=%d events=%d%s" % (
                     len(self.feeds), counts["polls"], counts["parsed"] + counts["unchanged"],
                     counts["not_modified"], counts["unchanged"], counts["error"],
-                    counts["events"]))
+                    counts["events"],
+                    " filtered=%d" % counts["filtered"] if counts["filtered"] else ""))
 
     def _publish(self, events):
         """Save the state, then print: a crash can never make an event print twice.
@@ -2414,6 +2468,9 @@ class Tracker(object):
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
         format_ = format_json if self.config.json else format_event
+        shown = [pair for pair in events if wanted(pair[1], self.config)]
+        self.stats["filtered"] += len(events) - len(shown)
+        events = shown
         for number, (_, event) in enumerate(events):
             try:
                 self.emit(format_(event))
@@ -2620,6 +2677,13 @@ def _positive(kind):
     return convert
 
 
+def _filter(text):
+    try:
+        return parse_filter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def _count(text):
     try:
         value = int(text)
@@ -2658,6 +2722,14 @@ def build_parser():
     parser.add_argument("--state", metavar="FILE",
                         help="keep what was printed in FILE, so that a restart "
                              "repeats nothing and misses nothing")
+    parser.add_argument("--only", type=_filter, action="append", default=[],
+                        metavar="[FIELD:]REGEX",
+                        help="print only events that match (repeatable; FIELD is one of "
+                             "%s; without it, anything the event prints)" % ", ".join(FILTER_FIELDS))
+    parser.add_argument("--skip", type=_filter, action="append", default=[],
+                        metavar="[FIELD:]REGEX", help="print no event that matches (repeatable)")
+    parser.add_argument("--no-maintenance", action="store_true",
+                        help="print no scheduled maintenance")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every poll to stderr")
     parser.add_argument("--version", action="version",
@@ -2718,7 +2790,8 @@ def main(argv=None):
     config = Config(interval=args.interval, timeout=args.timeout,
                     workers=args.workers or min(MAX_WORKERS, len(providers)),
                     history=args.history, json=args.json, verbose=args.verbose,
-                    once=args.once)
+                    once=args.once, only=tuple(args.only), skip=tuple(args.skip),
+                    maintenance=not args.no_maintenance)
     fetch = Fetcher(max_idle=_connection_budget(config.workers, len(providers)))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
                       notify=Notifier(), reload=providers_now, saved=saved)

@@ -1563,6 +1563,70 @@ def test_real_claude_feed_first_poll_shows_the_open_incident():
         "[2026-10-07 21:44:00] Product: Claude"]
 
 
+def newest_events(provider, name):
+    """An Event for the newest update of each entry of a real capture."""
+    return [tracker.Event(provider, "update", entry, 0, tracker.entry_key(entry.id))
+            for entry in tracker.parse_feed(shared(name))]
+
+
+def test_only_skip_and_no_maintenance_choose_events_of_real_feeds_by_field():
+    events = (newest_events("OpenAI", "openai-incidentio-history-20260914.atom") +
+              newest_events("GitHub", "github-statuspage-history-20250529-maint-inprogress.atom"))
+
+    def kept(*args):
+        config = tracker.Config(**args[0]) if args else tracker.Config()
+        return [e for e in events if tracker.wanted(e, config)]
+
+    def rules(*texts):
+        return tuple(tracker.parse_filter(text) for text in texts)
+    assert kept() == events
+    conversations = [e for e in events if "Conversations" in e.entry.components]
+    assert 0 < len(conversations) < len(events)
+    assert kept(dict(only=rules("component:^conversations$"))) == conversations
+    assert kept(dict(skip=rules("PROVIDER:openai"))) == [e for e in events if e.provider == "GitHub"]
+    maintenance = [e for e in events if tracker.is_maintenance(e.entry)]
+    assert maintenance and all(e.provider == "GitHub" for e in maintenance)
+    assert kept(dict(maintenance=False)) == [e for e in events if e not in maintenance]
+    resolved = [e for e in events if tracker.state_at(e.entry, 0) == "resolved"]
+    assert 0 < len(resolved) < len(events)
+    assert kept(dict(skip=rules("state:^resolved$"))) == [e for e in events if e not in resolved]
+    # no field: anything the event prints, its title and message among it
+    codex = [e for e in events if "codex" in (e.entry.title + e.entry.updates[0].message).lower()
+             or any("codex" in c.lower() for c in e.entry.components)]
+    assert codex and kept(dict(only=rules("Codex"))) == codex
+    # several --only: any of them; --skip wins over --only
+    both = kept(dict(only=rules("component:^conversations$", "provider:github"),
+                     skip=rules("title:.")))
+    assert both == []
+
+
+def test_filters_leave_events_out_for_good_and_say_how_many(server, tmp_path, capsys):
+    server.script.set("/gh", shared("github-statuspage-history-20250529-maint-inprogress.atom"))
+    server.script.set("/oa", shared("openai-incidentio-history-20260914.atom"))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n%s/oa OpenAI\n" % (server.url, server.url))
+    state = str(tmp_path / "state.json")
+    args = ["--once", "--history", "3", "--providers", providers, "--state", state]
+    assert tracker.main(args + ["--no-maintenance", "--skip", "provider:^openai$"]) == 0
+    out, err = capsys.readouterr()
+    products = [line for line in out.splitlines() if "Product:" in line]
+    assert products and all("Product: GitHub" in line for line in products)
+    assert "maintenance" not in out.lower()
+    filtered = int(re.search(r" filtered=(\d+)", err).group(1))
+    assert filtered >= 3 + 1      # OpenAI's three, and the maintenance in progress
+    assert tracker.main(args) == 0   # no filters now: what was left out stays out
+    out, err = capsys.readouterr()
+    assert out == "" and "filtered=" not in err
+
+
+@pytest.mark.parametrize("option", ["--only", "--skip"])
+def test_a_bad_filter_is_exit_2_naming_the_pattern(option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        tracker.main([option, "state:(unclosed", "--once"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr()[1]
+    assert "argument %s: bad regular expression '(unclosed'" % option in err
+
+
 # ---------------------------------------------------------------- restarts, reloads and systemd
 
 class Running(object):
