@@ -1821,7 +1821,11 @@ def _host_field(host, port, scheme):
     try:
         host.encode("ascii")
     except UnicodeEncodeError:
-        host = host.encode("idna").decode("ascii")
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:   # its class and words differ from 3.6 to 3.13
+            raise FeedError("host name not valid in IDNA: %s" % clean_text(
+                str(getattr(exc, "reason", exc)), 80))
     if ":" in host:
         host = "[%s]" % host
     return host if port == DEFAULT_PORTS[scheme] else "%s:%d" % (host, port)
