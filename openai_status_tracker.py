@@ -29,8 +29,10 @@ The time is the update's own time, in UTC.  Product is the provider's name and
 the components the feed names (just the name when it names none).  With --json
 each event is one JSON object on one line instead.  Logs go to stderr.
 
-providers.txt: one feed per line, `URL [display name]`; blank lines and lines
-starting with # are ignored; the name defaults to the URL's host name.
+providers.txt: one feed per line, `URL [display name] [key=value ...]`; blank
+lines and lines starting with # are ignored; the name defaults to the URL's
+host name.  The keys, for that feed alone: interval=SECONDS, only=[FIELD:]REGEX
+and skip=[FIELD:]REGEX (as --only and --skip, on top of them).
 
 At start the tracker prints the incidents that are still open and remembers the
 rest silently (plus the N newest updates with --history N); from then on it
@@ -242,6 +244,7 @@ _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, co
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
 _UP_TO_LAST_AT = re.compile(r"//.*@")
 _UNRESERVED_ESCAPE = re.compile(r"%(?:4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
+_OPTION_WORD = re.compile(r"[A-Za-z_]+=")   # providers.txt: trailing key=value words
 _STATUS_LINE = re.compile(r"(HTTP/[0-9]\.[0-9]) +([1-9][0-9][0-9])(?: +(.*))?\Z", re.S)
 _HEAD_END = re.compile(rb"\n\r?\n")
 _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7f) if chr(c) not in "\"<>\\^`{|}")
@@ -253,10 +256,19 @@ _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-
 
 # ---------------------------------------------------------------- data types
 
+class Filter(NamedTuple):
+    """One --only or --skip: a field of the event ("" for all it prints) and a regex."""
+    field: str
+    pattern: Any           # a compiled, case-insensitive re
+
+
 class Provider(NamedTuple):
     """One line of providers.txt."""
     url: str
     name: str
+    interval: Optional[float] = None   # interval=SECONDS: this feed's own
+    only: Tuple[Filter, ...] = ()      # only=REGEX: as --only, for this feed
+    skip: Tuple[Filter, ...] = ()      # skip=REGEX
 
 
 class Update(NamedTuple):
@@ -356,12 +368,6 @@ class Outcome(NamedTuple):
     seconds: float = 0.0
     timeout: float = DEFAULT_TIMEOUT   # the deadline the request had
     timed_out: bool = False            # it ran into that deadline
-
-
-class Filter(NamedTuple):
-    """One --only or --skip: a field of the event ("" for all it prints) and a regex."""
-    field: str
-    pattern: Any           # a compiled, case-insensitive re
 
 
 class Config(NamedTuple):
@@ -1111,8 +1117,9 @@ def poll_step(state, provider, outcome, config, due, now, wall, rand=random.rand
             logs += ["%s: %s" % (provider.name, note) for note in diff.notes]
     # On schedule, not from when the answer came, so polls do not drift; a
     # poll more than an interval late starts a new schedule from now.
-    following = due + config.interval
-    return Step(new, events, following if following > now else now + config.interval,
+    interval = provider.interval or config.interval
+    following = due + interval
+    return Step(new, events, following if following > now else now + interval,
                 logs, changed, kind)
 
 
@@ -1127,7 +1134,8 @@ def _failed_step(state, provider, outcome, config, now, logs, rand):
             provider.name, redact(provider.url), outcome.error,
             "" if config.once else "; retrying with backoff"))
     failures = state.failures + 1
-    delay = backoff_delay(failures, config.interval, outcome.retry_after, rand)
+    delay = backoff_delay(failures, provider.interval or config.interval,
+                          outcome.retry_after, rand)
     return Step(state._replace(failures=failures, slow=True), [], now + delay, logs, True, "error")
 
 
@@ -1189,6 +1197,7 @@ def format_json(event):
 
 
 FILTER_FIELDS = ("provider", "product", "component", "state", "title")
+PROVIDER_OPTIONS = ("interval", "only", "skip")
 
 
 def parse_filter(text):
@@ -1202,17 +1211,22 @@ def parse_filter(text):
         raise ValueError("bad regular expression %r: %s" % (rest, exc))
 
 
-def wanted(event, config):
-    """True when the event passes --no-maintenance, --only and --skip.
+def wanted(event, config, provider=None):
+    """True when the event passes --no-maintenance, --only and --skip, and
+    its feed's only= and skip= when the provider is given.
 
     A filtered event still counts as printed: a change of filters never
     brings back what an earlier run left out.
     """
     if not config.maintenance and is_maintenance(event.entry):
         return False
-    if config.only and not any(_matches(rule, event) for rule in config.only):
-        return False
-    return not any(_matches(rule, event) for rule in config.skip)
+    for only, skip in [(config.only, config.skip)] + (
+            [(provider.only, provider.skip)] if provider else []):
+        if only and not any(_matches(rule, event) for rule in only):
+            return False
+        if any(_matches(rule, event) for rule in skip):
+            return False
+    return True
 
 
 def _matches(rule, event):
@@ -1331,8 +1345,13 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
         line = re.sub(r"(^|\s)#.*", "", line).strip()
         if not line:
             continue
-        url, name = (line.split(None, 1) + [""])[:2]   # a tab parts them as a space does
-        problem = _url_problem(url)
+        words = line.split()   # a tab parts them as a space does
+        url, options = words[0], collections.OrderedDict()
+        while len(words) > 1 and _OPTION_WORD.match(words[-1]):
+            key, _, value = words.pop().partition("=")
+            options.setdefault(key, []).insert(0, value)
+        name = " ".join(words[1:])
+        problem = _url_problem(url) or _options_problem(options)
         if problem:
             raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
         url = normalise_url(url)
@@ -1343,10 +1362,34 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
             continue
         lines[url] = number
         name = clean_text(name, 80) or urllib.parse.urlsplit(url).hostname
-        providers.append(Provider(url, name))
+        providers.append(Provider(url, name, float(options["interval"][-1])
+                                  if "interval" in options else None,
+                                  tuple(parse_filter(text) for text in options.get("only", ())),
+                                  tuple(parse_filter(text) for text in options.get("skip", ()))))
     if not providers:
         raise ConfigError("%s: no feeds listed" % source)
     return providers
+
+
+def _options_problem(options):
+    """Return why a line's key=value words cannot be used, or None."""
+    for key, values in options.items():
+        if key not in PROVIDER_OPTIONS:
+            return "unknown option %r (known: %s)" % (key, ", ".join(PROVIDER_OPTIONS))
+        for value in values:
+            if key == "interval":
+                try:
+                    seconds = float(value)
+                except ValueError:
+                    seconds = -1.0
+                if not 0 < seconds < float("inf"):
+                    return "interval=%s: not a positive number of seconds" % value
+            else:
+                try:
+                    parse_filter(value)
+                except ValueError as exc:
+                    return "%s=: %s" % (key, exc)
+    return None
 
 
 def load_providers(path, notes=None):
@@ -2472,7 +2515,8 @@ class Tracker(object):
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
         format_ = format_json if self.config.json else format_event
-        shown = [pair for pair in events if wanted(pair[1], self.config)]
+        shown = [(url, event) for url, event in events
+                 if wanted(event, self.config, self._provider_of(url))]
         self.stats["filtered"] += len(events) - len(shown)
         events = shown
         for number, (_, event) in enumerate(events):
@@ -2490,6 +2534,10 @@ class Tracker(object):
                     "; the next run with this --state prints them" if self.state_file else ""))
                 return
             self.stats["events"] += 1
+
+    def _provider_of(self, url):
+        feed = self.feeds.get(url)
+        return feed.provider if feed is not None else None
 
     def _take_back(self, events):
         """Mark (url, Event) pairs as not printed: the next run prints them.
@@ -2613,13 +2661,17 @@ class Tracker(object):
         # (cold caches, the wake-up itself): on a 2-core VM, 0.53 ms each
         # 10 ms apart, 0.22 ms back to back.  Early by at most 5 % of the
         # interval, and on the feed's own grid: no drift.
-        horizon = now + min(LAUNCH_QUANTUM, self.config.interval / 20)
         fast = min(self.config.timeout, self.config.fast_timeout)
-        while self._queue and self._queue[0][0] <= horizon:
-            due, _, url = heapq.heappop(self._queue)
+        while self._queue:
+            due, _, url = self._queue[0]
             feed = self.feeds.get(url)
             if feed is None or feed.busy or due != feed.due:
+                heapq.heappop(self._queue)
                 continue   # dropped, or rescheduled since
+            interval = feed.provider.interval or self.config.interval
+            if due > now + min(LAUNCH_QUANTUM, interval / 20):
+                break
+            heapq.heappop(self._queue)
             if rounds is not None and feed.polls >= rounds:
                 continue
             feed.busy = True

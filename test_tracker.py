@@ -383,11 +383,61 @@ def test_parse_providers_names_comments_and_defaults():
     ("https:///history.atom\n", "providers.txt:1: URL https:///history.atom has no host name"),
     ("https://a.test:99999/x\n", "providers.txt:1: bad URL"),
     ("# nothing\n\n", "providers.txt: no feeds listed"),
+    ("https://a.test/x A\nhttps://b.test/x B every=5\n",
+     "providers.txt:2: unknown option 'every' (known: interval, only, skip)"),
+    ("https://a.test/x A interval=0\n", "providers.txt:1: interval=0: not a positive number"),
+    ("https://a.test/x A interval=soon\n", "providers.txt:1: interval=soon: not a positive"),
+    ("https://a.test/x A\n\nhttps://b.test/x only=title:(\n",
+     "providers.txt:3: only=: bad regular expression '('"),
 ])
 def test_parse_providers_rejects_bad_lines_with_file_and_line(text, message):
     with pytest.raises(tracker.ConfigError) as raised:
         tracker.parse_providers(text, "providers.txt")
     assert str(raised.value).startswith(message)
+
+
+def test_providers_lines_may_end_in_options_for_that_feed():
+    text = ("https://a.test/x Status of A interval=5 only=component:^api$ only=outage\n"
+            "https://b.test/x\tskip=state:^resolved$\tinterval=30 interval=7.5\n"
+            "https://c.test/x C = D\n")
+    a, b, c = tracker.parse_providers(text)
+    assert (a.name, a.interval, b.name, b.interval) == ("Status of A", 5.0, "b.test", 7.5)
+    assert [(rule.field, rule.pattern.pattern) for rule in a.only] == [
+        ("component", "^api$"), ("", "outage")]
+    assert [(rule.field, rule.pattern.pattern) for rule in b.skip] == [("state", "^resolved$")]
+    assert (c.name, c.interval, c.only, c.skip) == ("C = D", None, (), ())
+
+
+def test_a_feeds_own_interval_and_filters_apply_to_it_alone():
+    now, calls = [0.0], collections.defaultdict(list)
+    bodies = {"http://oa.test/x": shared("openai-incidentio-history-20260914.atom"),
+              "http://gh.test/x": shared("github-statuspage-history-20250529-maint-inprogress.atom")}
+
+    def fetch(url, etag=None, last_modified=None, timeout=None):
+        calls[url].append(now[0])
+        return tracker.Response(200, bodies[url], None, None)
+
+    def wait(seconds):
+        now[0] += seconds
+    providers = tracker.parse_providers(
+        "http://oa.test/x OpenAI interval=15 only=component:^codex\n"
+        "http://gh.test/x GitHub skip=.\n")
+    lines = []
+    poller = tracker.Tracker(providers, tracker.Config(interval=60.0, history=40), fetch=fetch,
+                             emit=lines.append, clock=lambda: now[0],
+                             wall=lambda: 1.8e9 + now[0], wait=wait, lane=InlineLane)
+    assert poller.run(rounds=5) == 0
+    openai, github = calls["http://oa.test/x"], calls["http://gh.test/x"]
+    assert [round(later - earlier, 6) for earlier, later in zip(openai, openai[1:])] == [15.0] * 4
+    # the other keeps --interval (its grid starts 10 ms later: the first round's spacing)
+    assert len(github) == 5 and all(0 <= 0.01 + 60.0 * k - polled <= tracker.LAUNCH_QUANTUM
+                                    for k, polled in enumerate(github))
+    products = [line.splitlines()[0].partition("Product: ")[2] for line in lines]
+    assert products and all(product.startswith("OpenAI - ") and
+                            any(name.startswith("Codex")
+                                for name in product[len("OpenAI - "):].split(", "))
+                            for product in products)
+    assert poller.stats["filtered"] > len(lines)   # all of GitHub, most of OpenAI
 
 
 def test_shipped_providers_file_is_valid_and_starts_with_openai():
