@@ -2658,9 +2658,9 @@ class Tracker(object):
         """Launch every poll due now or within a short quantum: one wake-up, many polls."""
         now = self.clock()
         # A poll after a sleep costs more CPU than one right after another
-        # (cold caches, the wake-up itself): on a 2-core VM, 0.53 ms each
-        # 10 ms apart, 0.22 ms back to back.  Early by at most 5 % of the
-        # interval, and on the feed's own grid: no drift.
+        # (cold caches, the wake-up itself): on a 2-core VM, 0.64 ms each
+        # 10 ms apart, 0.24-0.30 back to back (bench/poll_cost.py).  Early
+        # by at most 5 % of the feed's interval, and on its own grid: no drift.
         fast = min(self.config.timeout, self.config.fast_timeout)
         while self._queue:
             due, _, url = self._queue[0]
