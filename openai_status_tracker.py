@@ -1201,14 +1201,26 @@ PROVIDER_OPTIONS = ("interval", "only", "skip")
 
 
 def parse_filter(text):
-    """Return the Filter of "regex" or "field:regex"; raise ValueError saying why not."""
-    field, colon, rest = text.partition(":")
-    if not (colon and field.lower() in FILTER_FIELDS):
-        field, rest = "", text
+    """Return the Filter of "regex" or "field:regex"; raise ValueError saying why not.
+
+    A word before a colon must be a field ("components" is "component"): a
+    misspelt one would otherwise match nothing, silently.  A pattern with a
+    colon of its own after a word writes it \\: .
+    """
+    field, rest = "", text
+    prefix = re.match(r"([A-Za-z_]+):\s*", text)
+    if prefix:
+        field, rest = prefix.group(1).lower(), text[prefix.end():]
+        if field not in FILTER_FIELDS and field.rstrip("s") in FILTER_FIELDS:
+            field = field.rstrip("s")
+        if field not in FILTER_FIELDS:
+            raise ValueError("unknown field %r (known: %s; write \\: for a colon)" % (
+                prefix.group(1), ", ".join(FILTER_FIELDS)))
     try:
-        return Filter(field.lower(), re.compile(rest, re.IGNORECASE))
-    except re.error as exc:
-        raise ValueError("bad regular expression %r: %s" % (rest, exc))
+        return Filter(field, re.compile(rest, re.IGNORECASE))
+    except (re.error, OverflowError, RecursionError) as exc:   # a{9999999999}, ((((...
+        raise ValueError("bad regular expression %r: %s" % (
+            clean_text(rest, 60), "nested too deep" if isinstance(exc, RecursionError) else exc))
 
 
 def wanted(event, config, provider=None):
@@ -1222,20 +1234,21 @@ def wanted(event, config, provider=None):
         return False
     for only, skip in [(config.only, config.skip)] + (
             [(provider.only, provider.skip)] if provider else []):
-        if only and not any(_matches(rule, event) for rule in only):
+        if only and not any(_matches(rule, event, config) for rule in only):
             return False
-        if any(_matches(rule, event) for rule in skip):
+        if any(_matches(rule, event, config) for rule in skip):
             return False
     return True
 
 
-def _matches(rule, event):
+def _matches(rule, event, config):
     if rule.field == "component":
         return any(rule.pattern.search(name) for name in event.entry.components)
+    printed = format_json if config.json else format_event
     text = {"provider": lambda: event.provider, "product": lambda: product_of(event),
             "state": lambda: state_at(event.entry, event.index),
             "title": lambda: event.entry.title,
-            "": lambda: format_event(event)}[rule.field]()
+            "": lambda: printed(event)}[rule.field]()
     return rule.pattern.search(text) is not None
 
 
@@ -1351,7 +1364,7 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
             key, _, value = words.pop().partition("=")
             options.setdefault(key, []).insert(0, value)
         name = " ".join(words[1:])
-        problem = _url_problem(url) or _options_problem(options)
+        problem = _url_problem(url) or _options_problem(options) or _misplaced_option(name)
         if problem:
             raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
         url = normalise_url(url)
@@ -1371,11 +1384,24 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
     return providers
 
 
+def _misplaced_option(name):
+    """Return why a display name holds an option (before the name's end, or a value
+    with a space in it), or None."""
+    for word in name.split():
+        key = word.partition("=")[0]
+        if "=" in word and key in PROVIDER_OPTIONS:
+            return ("%s= is not at the end of the line, or its value holds a space "
+                    "(write \\s)" % key)
+    return None
+
+
 def _options_problem(options):
     """Return why a line's key=value words cannot be used, or None."""
     for key, values in options.items():
         if key not in PROVIDER_OPTIONS:
             return "unknown option %r (known: %s)" % (key, ", ".join(PROVIDER_OPTIONS))
+        if key == "interval" and len(values) > 1:
+            return "interval= given %d times" % len(values)
         for value in values:
             if key == "interval":
                 try:

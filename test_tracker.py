@@ -389,6 +389,10 @@ def test_parse_providers_names_comments_and_defaults():
     ("https://a.test/x A interval=soon\n", "providers.txt:1: interval=soon: not a positive"),
     ("https://a.test/x A\n\nhttps://b.test/x only=title:(\n",
      "providers.txt:3: only=: bad regular expression '('"),
+    ("https://a.test/x A skip=a{4294967296}\n", "providers.txt:1: skip=: bad regular expression"),
+    ("https://a.test/x A only=component:codex web\n",
+     "providers.txt:1: only= is not at the end of the line, or its value holds a space"),
+    ("https://a.test/x A interval=5 interval=10\n", "providers.txt:1: interval= given 2 times"),
 ])
 def test_parse_providers_rejects_bad_lines_with_file_and_line(text, message):
     with pytest.raises(tracker.ConfigError) as raised:
@@ -398,7 +402,7 @@ def test_parse_providers_rejects_bad_lines_with_file_and_line(text, message):
 
 def test_providers_lines_may_end_in_options_for_that_feed():
     text = ("https://a.test/x Status of A interval=5 only=component:^api$ only=outage\n"
-            "https://b.test/x\tskip=state:^resolved$\tinterval=30 interval=7.5\n"
+            "https://b.test/x\tskip=state:^resolved$\tinterval=7.5\n"
             "https://c.test/x C = D\n")
     a, b, c = tracker.parse_providers(text)
     assert (a.name, a.interval, b.name, b.interval) == ("Status of A", 5.0, "b.test", 7.5)
@@ -1669,12 +1673,31 @@ def test_filters_leave_events_out_for_good_and_say_how_many(server, tmp_path, ca
 
 
 @pytest.mark.parametrize("option", ["--only", "--skip"])
-def test_a_bad_filter_is_exit_2_naming_the_pattern(option, capsys):
+@pytest.mark.parametrize("pattern, why", [
+    ("state:(unclosed", "bad regular expression '(unclosed': missing ),"),
+    ("a{4294967296}", "bad regular expression 'a{4294967296}': the repetition number is too large"),
+    ("(" * 2000 + ")" * 2000, "bad regular expression '" + "(" * 59 + "…': nested too deep"),
+    ("compnent:codex", "unknown field 'compnent' (known: provider, product, component, state, "
+                       "title; write \\: for a colon)"),
+])
+def test_a_bad_filter_is_exit_2_naming_the_pattern(option, pattern, why, capsys):
     with pytest.raises(SystemExit) as exit_:
-        tracker.main([option, "state:(unclosed", "--once"])
+        tracker.main([option, pattern, "--once"])
     assert exit_.value.code == 2
     err = capsys.readouterr()[1]
-    assert "argument %s: bad regular expression '(unclosed'" % option in err
+    assert "argument %s: %s" % (option, why) in err and "Traceback" not in err
+
+
+def test_a_filter_reads_a_field_as_the_output_writes_it_and_json_as_printed():
+    assert tracker.parse_filter("Product: GitHub")[:1] == ("product",)
+    assert tracker.parse_filter("Product: GitHub").pattern.pattern == "GitHub"
+    assert tracker.parse_filter("components:^codex").field == "component"
+    assert tracker.parse_filter("Status\\: In progress").field == ""
+    event = newest_events("GitHub", "github-statuspage-history-20250529-maint-inprogress.atom")[0]
+    label = event.entry.updates[0].label
+    as_json = tracker.Config(json=True, only=(tracker.parse_filter('"label": "%s"' % label),))
+    assert tracker.wanted(event, as_json)
+    assert not tracker.wanted(event, as_json._replace(json=False))
 
 
 # ---------------------------------------------------------------- restarts, reloads and systemd
