@@ -12,7 +12,8 @@ Usage:
 Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
 beside this file; OpenAI alone when that file does not exist), --once,
 --history N, --json, --workers N, --timeout SECONDS (20), --state FILE,
---only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, -v, --version.
+--only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, --no-api, -v,
+--version.
 
 Choosing what to hear: --only and --skip (each repeatable) take a
 case-insensitive regular expression, matched against what the event prints,
@@ -26,7 +27,9 @@ Output: every event is three lines on stdout, flushed at once:
     Status: Resolved - All impacted services have now fully recovered.
     Incident: Elevated errors for ChatGPT users in Europe (https://status.openai.com//incidents/01M2DV6788RRSDZ5K98S5HN0A8)
 The time is the update's own time, in UTC.  Product is the provider's name and
-the components the feed names (just the name when it names none).  With --json
+the components the feed names (just the name when it names none); a Statuspage
+feed names none, so when its body changes the page's /api/v2/incidents.json is
+asked for them (unless its robots.txt forbids it, or --no-api).  With --json
 each event is one JSON object on one line instead.  Logs go to stderr.
 
 providers.txt: one feed per line, `URL [display name] [key=value ...]`; blank
@@ -91,6 +94,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import urllib.robotparser
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 import zlib
@@ -146,6 +150,10 @@ READ_SLICE = 0.5                 # a blocked read re-checks deadline and stop th
 FAST_LANE_TIMEOUT = 5.0          # deadline of a poll in the fast lane (longer ones: slow lane)
 SLOW_POLL = 3.0                  # seconds: a poll that took longer moves its feed to the slow lane
 SLOW_LANE_WORKERS = 4            # workers of the slow lane: dead servers wait only for each other
+API_INCIDENTS = "/api/v2/incidents.json"   # Statuspage's public API: components of incidents
+API_TIMEOUT = 5.0                # deadline of each request to it (robots.txt, the API)
+ROBOTS_TTL = 86400.0             # seconds a page's robots.txt answer is kept
+MAX_API_ITEMS = 200              # incidents, updates, components read from one API answer
 
 CLOSED_STATES = frozenset(["resolved", "completed", "postmortem"])
 # incident.io's words for a component's impact, as Statuspage's API names them
@@ -244,6 +252,7 @@ _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, co
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
 _UP_TO_LAST_AT = re.compile(r"//.*@")
 _UNRESERVED_ESCAPE = re.compile(r"%(?:4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
+_INCIDENT_CODE = re.compile(r"/incidents/([0-9a-z]{6,40})\Z")   # a Statuspage incident link
 _OPTION_WORD = re.compile(r"[A-Za-z_]+=")   # providers.txt: trailing key=value words
 _STATUS_LINE = re.compile(r"(HTTP/[0-9]\.[0-9]) +([1-9][0-9][0-9])(?: +(.*))?\Z", re.S)
 _HEAD_END = re.compile(rb"\n\r?\n")
@@ -289,6 +298,7 @@ class Entry(NamedTuple):
     complete: bool         # True when `updates` is the whole history (Statuspage)
     notes: Tuple[str, ...] = ()   # dates not read as written, for -v
     statuses: Tuple[str, ...] = ()   # each component's status, when the feed says it
+    impact: str = ""       # Statuspage's impact (none, minor, major, critical, maintenance)
 
 
 class Parts(NamedTuple):
@@ -368,6 +378,7 @@ class Outcome(NamedTuple):
     seconds: float = 0.0
     timeout: float = DEFAULT_TIMEOUT   # the deadline the request had
     timed_out: bool = False            # it ran into that deadline
+    note: str = ""                     # for -v: why the Statuspage API added nothing
 
 
 class Config(NamedTuple):
@@ -1114,7 +1125,8 @@ def poll_step(state, provider, outcome, config, due, now, wall, rand=random.rand
                            body_sha256=outcome.body_sha256)
         events, kind, changed = diff.events, "parsed", True
         if config.verbose:
-            logs += ["%s: %s" % (provider.name, note) for note in diff.notes]
+            logs += ["%s: %s" % (provider.name, note)
+                     for note in diff.notes + ([outcome.note] if outcome.note else [])]
     # On schedule, not from when the answer came, so polls do not drift; a
     # poll more than an interval late starts a new schedule from now.
     interval = provider.interval or config.interval
@@ -1193,6 +1205,7 @@ def format_json(event):
         ("link", entry.link), ("id", entry.id), ("kind", event.kind),
         ("maintenance", is_maintenance(entry)),
         ("component_status", collections.OrderedDict(zip(entry.components, entry.statuses))),
+        ("impact", entry.impact or None),
     ]), ensure_ascii=False)
 
 
@@ -1712,7 +1725,7 @@ class Fetcher(object):
             handlers.append(_DeadlineHTTPSHandler(context=tls))
         self._opener = urllib.request.build_opener(*handlers)
         self._proxies = urllib.request.getproxies()
-        self._idle = {}   # url -> its idle open socket; a feed is never polled twice at once
+        self._idle = {}   # url -> its idle open socket (a feed is never polled twice at once)
         self._routes = {}  # feed url -> its Route
 
     def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
@@ -1824,10 +1837,10 @@ class Fetcher(object):
             sock.close()
             raise
         tokens = (fields.get("Connection") or "").lower().replace(",", " ").split()
-        if delimited and version == "HTTP/1.1" and "close" not in tokens and \
-                not wire.buffered and len(self._idle) < self.max_idle:
-            self._idle[route.url] = sock
-        else:
+        keep = delimited and version == "HTTP/1.1" and "close" not in tokens and \
+            not wire.buffered and len(self._idle) < self.max_idle
+        # setdefault: a URL asked by two workers at once (a page's API) keeps one
+        if not keep or self._idle.setdefault(route.url, sock) is not sock:
             sock.close()
         if status == 304:
             return _not_modified(fields)
@@ -2108,10 +2121,11 @@ def _has_input(sock):
         return True
 
 
-def fetch_feed(fetch, job, parsing):
+def fetch_feed(fetch, job, parsing, api=None):
     """Fetch one feed and parse it unless unchanged; return an Outcome, never raise.
 
-    parsing, a semaphore, bounds how many feeds are parsed at once.
+    parsing, a semaphore, bounds how many feeds are parsed at once; api, a
+    StatuspageApi, adds components to a changed Statuspage feed's entries.
     """
     started = time.monotonic()
     status, size = 0, 0
@@ -2125,12 +2139,15 @@ def fetch_feed(fetch, job, parsing):
                            response.last_modified or job.last_modified,
                            seconds=time.monotonic() - started, timeout=job.timeout)
         digest = body_sha256(response.body)
-        entries = None
+        entries, note = None, ""
         if digest != job.body_sha256:
             with parsing:
                 entries = parse_feed(response.body)
+            if api is not None:
+                entries, note = api.enrich(job.url, entries)
         return Outcome(job.url, status, entries, digest, response.etag, response.last_modified,
-                       size=size, seconds=time.monotonic() - started, timeout=job.timeout)
+                       size=size, seconds=time.monotonic() - started, timeout=job.timeout,
+                       note=note)
     except FeedError as exc:
         return Outcome(job.url, exc.status or status, error=str(exc),
                        retry_after=exc.retry_after, size=size,
@@ -2139,6 +2156,131 @@ def fetch_feed(fetch, job, parsing):
     except Exception as exc:   # a bug must cost one poll, never the process
         return Outcome(job.url, status, error="internal error: %s" % _describe(exc),
                        size=size, seconds=time.monotonic() - started, timeout=job.timeout)
+
+
+# ---------------------------------------------------------------- Statuspage's API
+
+class StatuspageApi(object):
+    """Components and impact of Statuspage incidents, from the page's public API.
+
+    A Statuspage feed names no components.  When a poll finds its body
+    changed, enrich() asks <page>/api/v2/incidents.json once (conditional,
+    with the Fetcher's deadline and caps), if the page's robots.txt (read
+    once a day) lets a generic agent.  Whatever goes wrong, the entries come
+    back as they were, with a note for -v: the events print on time.
+    """
+
+    def __init__(self, fetch, clock=time.monotonic, timeout=API_TIMEOUT):
+        self.fetch, self.clock, self.timeout = fetch, clock, timeout
+        self._robots = {}      # origin -> (checked at, allowed)
+        self._answers = {}     # origin -> (etag, last_modified, {code: ApiIncident})
+        self._lock = threading.Lock()   # feeds of one origin poll in different workers
+
+    def enrich(self, feed_url, entries):
+        """Return (entries, note for -v)."""
+        codes = dict((number, match.group(1)) for number, match in (
+            (number, _INCIDENT_CODE.search(entry.link)) for number, entry in enumerate(entries)
+            if entry.complete) if match)
+        if not codes:
+            return entries, ""
+        parts = urllib.parse.urlsplit(feed_url)
+        origin = "%s://%s" % (parts.scheme, parts.netloc)
+        try:
+            if not self._allowed(origin):
+                return entries, "robots.txt disallows %s: no components" % API_INCIDENTS
+            incidents = self._incidents(origin)
+        except FeedError as exc:
+            return entries, "%s: %s: no components" % (API_INCIDENTS, exc)
+        enriched = list(entries)
+        for number, code in codes.items():
+            if code in incidents:
+                enriched[number] = with_api_components(entries[number], incidents[code])
+        matched = sum(code in incidents for code in codes.values())
+        return enriched, "" if matched else "%s names none of the feed's incidents" % API_INCIDENTS
+
+    def _allowed(self, origin):
+        with self._lock:
+            checked = self._robots.get(origin)
+        if checked and self.clock() - checked[0] < ROBOTS_TTL:
+            return checked[1]
+        try:
+            body = self.fetch(origin + "/robots.txt", timeout=self.timeout).body
+            rules = urllib.robotparser.RobotFileParser()
+            rules.parse(body.decode("utf-8", "replace").splitlines())
+            allowed = rules.can_fetch(getattr(self.fetch, "user_agent", USER_AGENT),
+                                      origin + API_INCIDENTS)
+        except FeedError as exc:
+            if not 400 <= exc.status < 500:
+                raise              # unreachable: ask again at the next change
+            allowed = True         # RFC 9309 2.3.1.3: no robots.txt, no rules
+        with self._lock:
+            self._robots[origin] = (self.clock(), allowed)
+        return allowed
+
+    def _incidents(self, origin):
+        with self._lock:
+            etag, modified, known = self._answers.get(origin, (None, None, {}))
+        answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout)
+        if answer.status == 304:
+            return known
+        incidents = parse_incidents(answer.body)
+        with self._lock:
+            self._answers[origin] = (answer.etag, answer.last_modified, incidents)
+        return incidents
+
+
+class ApiIncident(NamedTuple):
+    """What Statuspage's API says of one incident, as the tracker uses it."""
+    impact: str
+    components: Tuple[Tuple[str, str], ...]     # (name, status) now
+    updates: Tuple[Tuple[Optional[datetime], str, Tuple[Tuple[str, str], ...]], ...]
+    # each update: (time, status, affected (name, new status))
+
+
+def parse_incidents(body):
+    """Return {incident code: ApiIncident} of an incidents.json; raise FeedError."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise FeedError("not JSON: nested too deep")
+    except ValueError:   # UnicodeDecodeError too
+        raise FeedError("not JSON")
+    try:
+        incidents = {}
+        for incident in document["incidents"][:MAX_API_ITEMS]:
+            updates = tuple(
+                (parse_date(update.get("display_at") or update.get("created_at") or ""),
+                 str(update.get("status") or ""),
+                 tuple((str(part["name"]), str(part.get("new_status") or ""))
+                       for part in (update.get("affected_components") or ())[:MAX_API_ITEMS]))
+                for update in (incident.get("incident_updates") or ())[:MAX_API_ITEMS])
+            incidents[str(incident["id"])] = ApiIncident(
+                str(incident.get("impact") or ""),
+                tuple((str(part["name"]), str(part.get("status") or ""))
+                      for part in (incident.get("components") or ())[:MAX_API_ITEMS]), updates)
+        return incidents
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise FeedError("not the JSON of Statuspage's API")
+
+
+def with_api_components(entry, incident):
+    """Return the entry with the components and impact the API gives.
+
+    The components are those the update of the entry's newest block names
+    (same minute, same state if one does), else the incident's.
+    """
+    newest = entry.updates[0] if entry.updates else None
+    parts = incident.components
+    if newest is not None and newest.time is not None:
+        minute = newest.time.replace(second=0, microsecond=0)
+        same = [update for update in incident.updates
+                if update[0] is not None and update[0].replace(second=0, microsecond=0) == minute]
+        same.sort(key=lambda update: update[1] != normalise_state(newest.label))
+        if same and same[0][2]:
+            parts = same[0][2]
+    names = tuple(clean_text(name, 80) for name, _ in parts)
+    return entry._replace(components=names, statuses=tuple(status for _, status in parts),
+                          impact=clean_text(incident.impact, 20))
 
 
 # ---------------------------------------------------------------- the state file and systemd
@@ -2416,7 +2558,8 @@ class Tracker(object):
     stderr), clock and wall (monotonic and epoch time), wait (sleeps until a
     timeout or a wake-up; a test's can move a fake clock), lane (makes a
     Lane(workers, work)), state_file (a StateFile or None) and saved (what it
-    loaded), notify (systemd) and reload (returns the providers on SIGHUP).
+    loaded), notify (systemd), reload (returns the providers on SIGHUP) and
+    api (a StatuspageApi, or None).
     The constructor reads no file and touches no network.  emit raising
     OSError or ValueError means stdout is gone: run() keeps the unprinted
     events unprinted and returns 1.
@@ -2432,9 +2575,10 @@ class Tracker(object):
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
                  log=None, clock=time.monotonic, wall=time.time, wait=None, lane=Lane,
-                 state_file=None, notify=None, reload=None, saved=None):
+                 state_file=None, notify=None, reload=None, saved=None, api=None):
         self.config = config
         self.fetch = fetch if fetch is not None else Fetcher()
+        self.api = api            # a StatuspageApi, or None: no components from it
         self.emit = emit or (lambda text: None)
         self.log = log or (lambda text: None)
         self.clock, self.wall = clock, wall
@@ -2714,7 +2858,7 @@ class Tracker(object):
         Only a scheduler asleep for longer than a launch quantum is woken:
         one that wakes sooner, or is awake, takes the outcome anyway.
         """
-        self._done.append(fetch_feed(self.fetch, job, self._parsing))
+        self._done.append(fetch_feed(self.fetch, job, self._parsing, self.api))
         if self._sleeping and self._wake_at - self.clock() > LAUNCH_QUANTUM:
             self._wakeup.notify()
 
@@ -2812,6 +2956,8 @@ def build_parser():
                         metavar="[FIELD:]REGEX", help="print no event that matches (repeatable)")
     parser.add_argument("--no-maintenance", action="store_true",
                         help="print no scheduled maintenance")
+    parser.add_argument("--no-api", action="store_true",
+                        help="never ask a Statuspage page's JSON API for components")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every poll to stderr")
     parser.add_argument("--version", action="version",
@@ -2876,7 +3022,8 @@ def main(argv=None):
                     maintenance=not args.no_maintenance)
     fetch = Fetcher(max_idle=_connection_budget(config.workers, len(providers)))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
-                      notify=Notifier(), reload=providers_now, saved=saved)
+                      notify=Notifier(), reload=providers_now, saved=saved,
+                      api=None if args.no_api else StatuspageApi(fetch))
     log("openai_status_tracker %s: %s %d feed%s%s" % (
         __version__, "polling" if args.once else "watching", len(providers),
         "" if len(providers) == 1 else "s",

@@ -43,7 +43,7 @@ SERVER_POLL = 0.005   # seconds a test server takes to notice shutdown(): 135 te
 
 sys.path.insert(0, TESTDATA)   # testdata/samples.py: the feed builders, shared with bench/
 from samples import (openai_entry, openai_feed, statuspage_blocks,  # noqa: E402
-                     statuspage_entry, statuspage_feed)
+                     statuspage_entry, statuspage_feed, statuspage_incidents_json)
 
 
 # ---------------------------------------------------------------- samples, in the real shapes
@@ -331,7 +331,7 @@ def test_format_json_fields():
         "title": "Delays starting Actions runs",
         "link": "https://www.githubstatus.com/incidents/i30837849",
         "id": "tag:www.githubstatus.com,2005:Incident/30837849",
-        "kind": "new", "maintenance": False, "component_status": {}}
+        "kind": "new", "maintenance": False, "component_status": {}, "impact": None}
 
 
 def test_json_gives_each_incidentio_components_status():
@@ -1700,6 +1700,135 @@ def test_a_filter_reads_a_field_as_the_output_writes_it_and_json_as_printed():
     assert not tracker.wanted(event, as_json._replace(json=False))
 
 
+# Statuspage's API: GitHub's history.atom capture of 2025-05-31 beside an incidents.json
+# built from it and from what the real API said of each of its incidents (testdata/)
+GITHUB_MAY_31 = "github-statuspage-history-20250531-maint-completed.atom"
+IMPACTS = json.loads(shared("github-statuspage-impact-excerpt.json").decode())["items"]
+
+
+def statuspage_site(server, tmp_path, feed=GITHUB_MAY_31, api=True, robots=None):
+    """Serve a GitHub capture at /history.atom, and its incidents.json unless api is
+    False (or bytes to serve instead, or an int: that status); return providers.txt."""
+    server.script.set("/history.atom", shared(feed))
+    if api is True:
+        server.script.set("/api/v2/incidents.json",
+                          statuspage_incidents_json(shared(feed), IMPACTS))
+    elif isinstance(api, int):
+        server.script.set("/api/v2/incidents.json", b"down", status=api)
+    elif api:
+        server.script.set("/api/v2/incidents.json", api)
+    if robots is not None:
+        server.script.set("/robots.txt", robots)
+    return write(tmp_path, "p.txt", "%s/history.atom GitHub\n" % server.url)
+
+
+def printed_products(out):
+    """(product, incident link) of each event printed."""
+    lines = out.splitlines()
+    return [(line[len("[2025-05-28 11:49:00] Product: "):],
+             re.search(r"\((https://[^)]+)\)$", lines[number + 2]).group(1))
+            for number, line in enumerate(lines) if " Product: " in line]
+
+
+def test_a_github_event_names_its_components_and_impact_from_the_statuspage_api(
+        server, tmp_path, capsys):
+    providers = statuspage_site(server, tmp_path)
+    assert tracker.main(["--once", "--history", "8", "--providers", providers]) == 0
+    products = printed_products(capsys.readouterr()[0])
+    assert len(products) == 8
+    for product, link in products:
+        named = IMPACTS[link]["components"]
+        assert product == ("GitHub - " + ", ".join(named) if named else "GitHub"), link
+    assert any(product != "GitHub" for product, _ in products)
+    assert tracker.main(["--once", "--history", "8", "--json", "--providers", providers]) == 0
+    events = [json.loads(line) for line in capsys.readouterr()[0].splitlines()]
+    for event in events:
+        said = IMPACTS[event["link"]]
+        assert event["impact"] == said["impact"]
+        assert event["component_status"] == dict.fromkeys(said["components"] or (), "operational")
+    asked = [path for path, _ in server.script.requests]
+    assert asked.count("/api/v2/incidents.json") == 2 and asked.count("/robots.txt") == 2
+
+
+def test_the_api_is_asked_once_per_change_never_per_poll(server, tmp_path, capsys):
+    providers = statuspage_site(server, tmp_path)
+    server.script.set("/history.atom", shared(GITHUB_MAY_31), etag='W/"1"')
+    state = str(tmp_path / "state.json")
+    for _ in range(3):     # the first poll reads the feed; then 304s
+        assert tracker.main(["--once", "--providers", providers, "--state", state]) == 0
+    asked = [path for path, _ in server.script.requests]
+    assert asked.count("/history.atom") == 3 and asked.count("/api/v2/incidents.json") == 1
+    assert capsys.readouterr()[0] == ""    # nothing open in that capture, no --history
+
+
+@pytest.mark.parametrize("how, note", [
+    (dict(api=500), "/api/v2/incidents.json: HTTP 500 Internal Server Error: no components"),
+    (dict(api=b'{"page": {}, "incidents": []}'), "incidents.json names none of the feed's"),
+    (dict(api=b"<html>Bad gateway</html>"), "/api/v2/incidents.json: not JSON: no components"),
+    (dict(api=b'{"incidents": {"id": 1}}'), "not the JSON of Statuspage's API"),
+    (dict(robots=b"User-agent: *\nDisallow: /api/\n"), "robots.txt disallows"),
+    (dict(flag="--no-api"), None),
+], ids=["API down", "no match", "HTML", "other JSON", "robots.txt disallows", "--no-api"])
+def test_without_the_api_events_print_on_time_without_components(
+        server, tmp_path, capsys, how, note):
+    flag = how.pop("flag", None)
+    providers = statuspage_site(server, tmp_path, **how)
+    args = ["--once", "-v", "--history", "8", "--providers", providers] + ([flag] if flag else [])
+    assert tracker.main(args) == 0
+    out, err = capsys.readouterr()
+    assert [product for product, _ in printed_products(out)] == ["GitHub"] * 8
+    if note:
+        assert "GitHub: " in err and note in err
+    asked = [path for path, _ in server.script.requests]
+    if flag or "robots" in how:
+        assert "/api/v2/incidents.json" not in asked
+    if flag:
+        assert "/robots.txt" not in asked
+
+
+def test_an_updates_own_affected_components_win_over_the_incidents():
+    # incident 0hkbgpcpbkc6 as GitHub's API gave it (GitHub-Incident-History), trimmed:
+    # its first update names Codespaces; the incident lists it too, with another
+    api = json.dumps({"incidents": [{
+        "id": "0hkbgpcpbkc6", "impact": "minor", "incident_updates": [
+            {"status": "resolved", "display_at": "2022-08-15T13:18:46.004Z",
+             "affected_components": None},
+            {"status": "investigating", "display_at": "2022-08-15T10:50:42.871Z",
+             "affected_components": [{"code": "h2ftsgbw7kmk", "name": "Codespaces",
+                                      "old_status": "operational",
+                                      "new_status": "degraded_performance"}]}],
+        "components": [{"id": "h2ftsgbw7kmk", "name": "Codespaces", "status": "operational"},
+                       {"id": "x", "name": "Actions", "status": "operational"}]}]}).encode()
+    [incident] = tracker.parse_incidents(api).values()
+    link = "https://www.githubstatus.com/incidents/0hkbgpcpbkc6"
+    entry = first_event(github_feed(GITHUB_OPEN)).entry._replace(link=link)
+    first = tracker.Update(at("2022-08-15 10:50"), "Investigating", "We are investigating.")
+    last = tracker.Update(at("2022-08-15 13:18"), "Resolved", "This incident has been resolved.")
+    opened = tracker.with_api_components(entry._replace(updates=(first,)), incident)
+    assert (opened.components, opened.statuses, opened.impact) == (
+        ("Codespaces",), ("degraded_performance",), "minor")
+    closed = tracker.with_api_components(entry._replace(updates=(last, first)), incident)
+    assert (closed.components, closed.statuses) == (("Codespaces", "Actions"),
+                                                    ("operational", "operational"))
+
+
+def test_the_api_coming_and_going_never_changes_which_events_print(server, tmp_path, capsys):
+    # The same two captures in a row, with the API up then down, and with no API at
+    # all: the same updates print, once each; only their products differ.
+    runs = {}
+    for name, api in (("api", [True, 500]), ("none", [False, False])):
+        state = str(tmp_path / ("%s.json" % name))
+        printed = []
+        for feed, answer in zip(["github-statuspage-history-20250529-maint-inprogress.atom",
+                                 GITHUB_MAY_31], api):
+            providers = statuspage_site(server, tmp_path, feed, api=answer)
+            assert tracker.main(["--once", "--providers", providers, "--state", state]) == 0
+            out = capsys.readouterr()[0]
+            printed.append([line for line in out.splitlines() if line.startswith("Status: ")])
+        runs[name] = printed
+    assert runs["api"] == runs["none"] and runs["api"][1]
+
+
 # ---------------------------------------------------------------- restarts, reloads and systemd
 
 class Running(object):
@@ -2231,7 +2360,8 @@ def test_a_feed_url_with_secrets_is_redacted_everywhere_and_sent_as_basic_auth(
     [key] = json.loads(saved)["feeds"]
     assert key.startswith("http://user:***@%s/gh?token=***#sha256=" % server.url[7:])
     authorization = "Basic " + base64.b64encode(b"user:s3cret").decode()
-    assert [h.get("Authorization") for _, h in server.script.requests] == [authorization] * 2
+    assert [h.get("Authorization") for path, h in server.script.requests
+            if path == route] == [authorization] * 2
 
 
 def test_basic_auth_follows_a_redirect_to_the_same_origin_only(server):

@@ -76,3 +76,53 @@ def statuspage_entry(number, title, published, updated, blocks, banner="",
     <content type="html">%s</content>
   </entry>""" % (host, number, published, updated, host, number, title,
                   html.escape(statuspage_blocks(blocks, banner), quote=False))
+
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def statuspage_incidents_json(atom, impacts, page_id="kctbh9vrtdwd", name="GitHub"):
+    """A Statuspage /api/v2/incidents.json for the incidents of a history.atom capture.
+
+    The shape is the real API's (GitHub-Incident-History/GitHub-Incident-History
+    keeps GitHub's own answers, incidents/<code>.json); the values come from the
+    capture (names, updates, their times and states) and from `impacts`, what
+    the API said of each incident (impact, component names; PROVENANCE.md).
+    An update names no affected components, as most of the real ones do not;
+    an incident `impacts` does not know is left out.
+    """
+    import json
+    import re
+    text = atom.decode("utf-8")
+    incidents = []
+    for entry in re.findall(r"<entry>(.*?)</entry>", text, re.S):
+        link = re.search(r'href="([^"]+)"', entry).group(1)
+        code = link.rsplit("/", 1)[1]
+        year = int(re.search(r"<published>(\d{4})-", entry).group(1))
+        title = html.unescape(re.search(r"<title>(.*?)</title>", entry, re.S).group(1))
+        content = html.unescape(re.search(r"<content[^>]*>(.*?)</content>", entry, re.S).group(1))
+        updates = []
+        for month, day, hour, minute, label, body in re.findall(
+                r"<small>(\w{3}) <var data-var='date'>\s*(\d+)</var>, <var data-var='time'>"
+                r"(\d+):(\d+)</var> UTC</small><br><strong>(.*?)</strong> - (.*?)</p>", content, re.S):
+            when = "%04d-%02d-%02dT%s:%s:00.000Z" % (year, _MONTHS.index(month) + 1, int(day),
+                                                     hour.zfill(2), minute)
+            updates.append({"id": "u%d" % len(updates), "status": label.lower().replace(" ", "_"),
+                            "body": re.sub(r"<[^>]+>", "", body), "incident_id": code,
+                            "created_at": when, "updated_at": when, "display_at": when,
+                            "affected_components": None, "deliver_notifications": True,
+                            "custom_tweet": None, "tweet_id": None})
+        said = impacts.get("https://www.githubstatus.com/incidents/%s" % code)
+        if said is None:
+            continue       # nothing known of it: left out rather than made up
+        components = [{"id": "c%d" % number, "name": component, "status": "operational",
+                       "page_id": page_id, "group": False}
+                      for number, component in enumerate(said["components"] or ())]
+        incidents.append({"id": code, "name": title, "status": updates[0]["status"],
+                          "created_at": updates[-1]["created_at"],
+                          "updated_at": updates[0]["updated_at"],
+                          "impact": said["impact"], "shortlink": "https://stspg.io/" + code,
+                          "started_at": updates[-1]["created_at"], "page_id": page_id,
+                          "incident_updates": updates, "components": components})
+    return json.dumps({"page": {"id": page_id, "name": name, "time_zone": "Etc/UTC"},
+                       "incidents": incidents}, indent=1).encode("utf-8")
