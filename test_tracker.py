@@ -1788,12 +1788,13 @@ def test_without_the_api_events_print_on_time_without_components(
 
 def test_an_updates_own_affected_components_win_over_the_incidents():
     # incident 0hkbgpcpbkc6 as GitHub's API gave it (GitHub-Incident-History), trimmed:
-    # its first update names Codespaces; the incident lists it too, with another
+    # its first update names Codespaces; the incident lists it too, with another.  That
+    # update's time is written in a page's own offset, as many pages do: 10:50 UTC.
     api = json.dumps({"incidents": [{
         "id": "0hkbgpcpbkc6", "impact": "minor", "incident_updates": [
             {"status": "resolved", "display_at": "2022-08-15T13:18:46.004Z",
              "affected_components": None},
-            {"status": "investigating", "display_at": "2022-08-15T10:50:42.871Z",
+            {"status": "investigating", "display_at": "2022-08-15T04:50:42.871-06:00",
              "affected_components": [{"code": "h2ftsgbw7kmk", "name": "Codespaces",
                                       "old_status": "operational",
                                       "new_status": "degraded_performance"}]}],
