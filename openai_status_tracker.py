@@ -1728,8 +1728,12 @@ class Fetcher(object):
         self._idle = {}   # url -> its idle open socket (a feed is never polled twice at once)
         self._routes = {}  # feed url -> its Route
 
-    def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT):
-        """Return a Response; raise FeedError with a one-line reason."""
+    def __call__(self, url, etag=None, last_modified=None, timeout=DEFAULT_TIMEOUT, keep=True):
+        """Return a Response; raise FeedError with a one-line reason.
+
+        keep=False: close the connection after the answer (a URL asked now and
+        then, as robots.txt, must not hold an idle socket for a day).
+        """
         # RFC 9110 13.1: send back the validators of the last answer.
         validators = [(name, value) for name, value in
                       (("If-None-Match", etag), ("If-Modified-Since", last_modified))
@@ -1738,7 +1742,7 @@ class Fetcher(object):
         try:
             route = self._routes.get(url) or self._route(url)   # IDNA may refuse the host
             if route.direct:
-                answer = self._get_direct(route, validators)
+                answer = self._get_direct(route, validators, keep)
                 if answer is not None:
                     return answer
             return self._get(route, validators, timeout)
@@ -1788,8 +1792,10 @@ class Fetcher(object):
             bool(self.max_idle) and not proxied)
         return route
 
-    def _get_direct(self, route, validators):
+    def _get_direct(self, route, validators, keep=True):
         """GET over the feed's kept-alive connection; None: let urllib do it (a redirect)."""
+        if not keep:
+            validators = validators + [("Connection", "close")]
         head = route.head + "".join("%s: %s\r\n" % pair for pair in validators).encode(
             "latin-1") + b"\r\n"
         sock = self._idle.pop(route.url, None)
@@ -1797,12 +1803,12 @@ class Fetcher(object):
             sock.close()
             sock = None
         try:
-            return self._exchange(sock or self._connect(route), route, head)
+            return self._exchange(sock or self._connect(route), route, head, keep)
         except _IDLE_CLOSED:
             if sock is None:
                 raise
             # the server closed the idle connection as we spoke: once more, fresh
-            return self._exchange(self._connect(route), route, head)
+            return self._exchange(self._connect(route), route, head, keep)
 
     def _connect(self, route):
         """Return a new connected socket to the route's server, TLS verified if https."""
@@ -1820,7 +1826,7 @@ class Fetcher(object):
             raise
         return sock
 
-    def _exchange(self, sock, route, head):
+    def _exchange(self, sock, route, head, keep=True):
         """Send one GET on sock; keep sock for the next poll if the answer allows it."""
         try:
             sock.settimeout(_remaining())
@@ -1837,7 +1843,7 @@ class Fetcher(object):
             sock.close()
             raise
         tokens = (fields.get("Connection") or "").lower().replace(",", " ").split()
-        keep = delimited and version == "HTTP/1.1" and "close" not in tokens and \
+        keep = keep and delimited and version == "HTTP/1.1" and "close" not in tokens and \
             not wire.buffered and len(self._idle) < self.max_idle
         # setdefault: a URL asked by two workers at once (a page's API) keeps one
         if not keep or self._idle.setdefault(route.url, sock) is not sock:
@@ -2144,7 +2150,10 @@ def fetch_feed(fetch, job, parsing, api=None):
             with parsing:
                 entries = parse_feed(response.body)
             if api is not None:
-                entries, note = api.enrich(job.url, entries)
+                try:
+                    entries, note = api.enrich(job.url, entries)
+                except Exception as exc:   # a bug there must cost the components, not the poll
+                    note = "%s: internal error: %s; no components" % (API_INCIDENTS, _describe(exc))
         return Outcome(job.url, status, entries, digest, response.etag, response.last_modified,
                        size=size, seconds=time.monotonic() - started, timeout=job.timeout,
                        note=note)
@@ -2204,15 +2213,18 @@ class StatuspageApi(object):
         if checked and self.clock() - checked[0] < ROBOTS_TTL:
             return checked[1]
         try:
-            body = self.fetch(origin + "/robots.txt", timeout=self.timeout).body
+            body = self.fetch(origin + "/robots.txt", timeout=self.timeout, keep=False).body
+        except FeedError as exc:
+            if not 400 <= exc.status < 500:   # unreachable: ask again at the next change
+                raise FeedError("robots.txt: %s" % exc)
+            body = b""             # RFC 9309 2.3.1.3: no robots.txt, no rules
+        try:
             rules = urllib.robotparser.RobotFileParser()
             rules.parse(body.decode("utf-8", "replace").splitlines())
             allowed = rules.can_fetch(getattr(self.fetch, "user_agent", USER_AGENT),
                                       origin + API_INCIDENTS)
-        except FeedError as exc:
-            if not 400 <= exc.status < 500:
-                raise              # unreachable: ask again at the next change
-            allowed = True         # RFC 9309 2.3.1.3: no robots.txt, no rules
+        except Exception as exc:   # robotparser: int("²") on a Crawl-delay of "²"
+            raise FeedError("robots.txt: not understood (%s)" % _describe(exc))
         with self._lock:
             self._robots[origin] = (self.clock(), allowed)
         return allowed
@@ -2220,7 +2232,7 @@ class StatuspageApi(object):
     def _incidents(self, origin):
         with self._lock:
             etag, modified, known = self._answers.get(origin, (None, None, {}))
-        answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout)
+        answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout, keep=False)
         if answer.status == 304:
             return known
         incidents = parse_incidents(answer.body)
