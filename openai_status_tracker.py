@@ -2197,7 +2197,7 @@ class StatuspageApi(object):
         try:
             if not self._allowed(origin):
                 return entries, "robots.txt disallows %s: no components" % API_INCIDENTS
-            incidents = self._incidents(origin)
+            incidents = self._incidents(origin, set(codes.values()))
         except FeedError as exc:
             return entries, "%s: %s: no components" % (API_INCIDENTS, exc)
         enriched = list(entries)
@@ -2229,15 +2229,21 @@ class StatuspageApi(object):
             self._robots[origin] = (self.clock(), allowed)
         return allowed
 
-    def _incidents(self, origin):
+    def _incidents(self, origin, codes):
+        """Return {code: ApiIncident} of the API's answer, for the codes asked.
+
+        Only those are kept for the next answer's 304: a page's 50 incidents
+        for each of thousands of pages would be megabytes.
+        """
         with self._lock:
             etag, modified, known = self._answers.get(origin, (None, None, {}))
         answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout, keep=False)
-        if answer.status == 304:
-            return known
-        incidents = parse_incidents(answer.body)
+        if answer.status != 304:
+            known = parse_incidents(answer.body)
+        incidents = dict((code, known[code]) for code in codes if code in known)
         with self._lock:
-            self._answers[origin] = (answer.etag, answer.last_modified, incidents)
+            self._answers[origin] = (answer.etag or etag, answer.last_modified or modified,
+                                     incidents)
         return incidents
 
 

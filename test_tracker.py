@@ -1771,6 +1771,21 @@ def test_robots_txt_and_the_api_keep_no_idle_connection(server, tmp_path):
         time.sleep(0.01)
 
 
+def test_the_api_is_asked_with_its_etag_and_a_304_keeps_what_it_said(server, tmp_path):
+    statuspage_site(server, tmp_path)
+    built = statuspage_incidents_json(shared(GITHUB_MAY_31), IMPACTS)
+    server.script.set("/api/v2/incidents.json", built, etag='W/"api-1"')
+    api = tracker.StatuspageApi(tracker.Fetcher())
+    entries = tracker.parse_feed(shared(GITHUB_MAY_31))
+    first, note = api.enrich(server.url + "/history.atom", entries)
+    again, second_note = api.enrich(server.url + "/history.atom", entries)
+    assert note == second_note == "" and first == again
+    assert any(entry.components for entry in again)
+    asked = [headers.get("If-None-Match") for path, headers in server.script.requests
+             if path == "/api/v2/incidents.json"]
+    assert asked == [None, 'W/"api-1"']
+
+
 def test_the_api_is_asked_once_per_change_never_per_poll(server, tmp_path, capsys):
     providers = statuspage_site(server, tmp_path)
     server.script.set("/history.atom", shared(GITHUB_MAY_31), etag='W/"1"')
