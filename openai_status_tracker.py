@@ -1129,10 +1129,15 @@ def poll_step(state, provider, outcome, config, due, now, wall, rand=random.rand
                      for note in diff.notes + ([outcome.note] if outcome.note else [])]
     # On schedule, not from when the answer came, so polls do not drift; a
     # poll more than an interval late starts a new schedule from now.
-    interval = provider.interval or config.interval
+    interval = interval_of(provider, config)
     following = due + interval
     return Step(new, events, following if following > now else now + interval,
                 logs, changed, kind)
+
+
+def interval_of(provider, config):
+    """Return a feed's time between polls: its interval= in providers.txt, else --interval."""
+    return provider.interval or config.interval
 
 
 def _failed_step(state, provider, outcome, config, now, logs, rand):
@@ -1146,8 +1151,7 @@ def _failed_step(state, provider, outcome, config, now, logs, rand):
             provider.name, redact(provider.url), outcome.error,
             "" if config.once else "; retrying with backoff"))
     failures = state.failures + 1
-    delay = backoff_delay(failures, provider.interval or config.interval,
-                          outcome.retry_after, rand)
+    delay = backoff_delay(failures, interval_of(provider, config), outcome.retry_after, rand)
     return Step(state._replace(failures=failures, slow=True), [], now + delay, logs, True, "error")
 
 
@@ -2856,7 +2860,7 @@ class Tracker(object):
             if feed is None or feed.busy or due != feed.due:
                 heapq.heappop(self._queue)
                 continue   # dropped, or rescheduled since
-            interval = feed.provider.interval or self.config.interval
+            interval = interval_of(feed.provider, self.config)
             if due > now + min(LAUNCH_QUANTUM, interval / 20):
                 break
             heapq.heappop(self._queue)
