@@ -138,6 +138,9 @@ RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
 PARSE_SLOTS = 2                  # feeds parsed at once
 LAUNCH_QUANTUM = 0.5             # polls due this soon start together (fewer wake-ups)
+LANE_WIDTH = 2                   # polls a lane runs at once, at least (it widens when they wait)
+LANE_PATIENCE = 0.1              # seconds a poll may wait for a place before its lane widens
+LANE_SETTLE = 10.0               # seconds between two narrowings of a lane
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
 HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
 MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
@@ -353,6 +356,7 @@ class Response(NamedTuple):
     body: bytes
     etag: Optional[str]
     last_modified: Optional[str]
+    crc32: Optional[int] = None    # a gzip body's, from its trailer: checked before it is used
 
 
 class Job(NamedTuple):
@@ -362,6 +366,7 @@ class Job(NamedTuple):
     last_modified: Optional[str]
     body_sha256: Optional[bytes]
     timeout: float
+    slack: float = LAUNCH_QUANTUM   # how late the scheduler may take in its outcome
 
 
 class Outcome(NamedTuple):
@@ -1683,17 +1688,47 @@ def _read_body(response, limit):
 
 
 def gunzip(data, limit):
-    """Decode a gzip body, refusing more than `limit` bytes of output."""
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """Decode a gzip body (RFC 1952), at most `limit` bytes; return it and the CRC-32 it should have.
+
+    The CRC is the caller's to check, before the body is used: an unchanged
+    OpenAI poll, known by the sha256 of a body once checked, is not used,
+    and the CRC was half the cost of inflating it (zlib 1.2.13: 50 of 130 us).
+    """
+    decoder = zlib.decompressobj(-zlib.MAX_WBITS)      # raw deflate: zlib computes no CRC
     try:
-        body = decoder.decompress(data, limit + 1)
+        body = decoder.decompress(memoryview(data)[_deflate_start(data):], limit + 1)
     except zlib.error as exc:
         raise FeedError("bad gzip data: %s" % exc)
     if len(body) > limit or decoder.unconsumed_tail:
         raise FeedError("answer larger than %d bytes after gzip decoding" % limit)
-    if not decoder.eof:
+    trailer = decoder.unused_data[:8]
+    if not decoder.eof or len(trailer) < 8:
         raise FeedError("gzip data cut short")
-    return body
+    if int.from_bytes(trailer[4:], "little") != len(body) & 0xFFFFFFFF:
+        raise FeedError("bad gzip data: its length is not the one its trailer states")
+    return body, int.from_bytes(trailer[:4], "little")
+
+
+def _deflate_start(data):
+    """Return where a gzip member's deflate data starts, after its header (RFC 1952 2.3)."""
+    if not b"\x1f\x8b\x08".startswith(data[:3]):      # magic, then CM 8: deflate
+        raise FeedError("bad gzip data: not gzip")
+    flags, start = data[3] if len(data) > 3 else 0, 10
+    if flags & 4:                                  # FEXTRA: its length, then itself
+        start += 2 + int.from_bytes(data[10:12], "little")
+    for flag in (8, 16):                           # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            start = data.find(b"\0", start) + 1 or len(data) + 1
+    start += 2 if flags & 2 else 0                 # FHCRC
+    if start > len(data):
+        raise FeedError("gzip data cut short")
+    return start
+
+
+def check_crc(response):
+    """Raise FeedError unless a gzip body has the CRC-32 its trailer states."""
+    if response.crc32 is not None and zlib.crc32(response.body) != response.crc32:
+        raise FeedError("bad gzip data: its CRC-32 is not the one its trailer states")
 
 
 class Route(NamedTuple):
@@ -1875,12 +1910,13 @@ class Fetcher(object):
     def _decoded(self, body, headers):
         """Return the Response of a 200 answer, its body gzip-decoded."""
         encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
+        crc = None
         if encoding in ("gzip", "x-gzip"):
-            body = gunzip(body, self.max_bytes)
+            body, crc = gunzip(body, self.max_bytes)
         elif encoding != "identity":
             raise FeedError("unsupported Content-Encoding %r" % clean_text(encoding, 40))
         return Response(200, body, header_value(headers.get("ETag")),
-                        header_value(headers.get("Last-Modified")))
+                        header_value(headers.get("Last-Modified")), crc)
 
     @staticmethod
     def _http_error(exc):
@@ -2150,7 +2186,8 @@ def fetch_feed(fetch, job, parsing, api=None):
                            seconds=time.monotonic() - started, timeout=job.timeout)
         digest = body_sha256(response.body)
         entries, note = None, ""
-        if digest != job.body_sha256:
+        if digest != job.body_sha256:     # the same digest: a body once checked, not used
+            check_crc(response)
             with parsing:
                 entries = parse_feed(response.body)
             if api is not None:
@@ -2217,7 +2254,9 @@ class StatuspageApi(object):
         if checked and self.clock() - checked[0] < ROBOTS_TTL:
             return checked[1]
         try:
-            body = self.fetch(origin + "/robots.txt", timeout=self.timeout, keep=False).body
+            answer = self.fetch(origin + "/robots.txt", timeout=self.timeout, keep=False)
+            check_crc(answer)
+            body = answer.body
         except FeedError as exc:
             if not 400 <= exc.status < 500:   # unreachable: ask again at the next change
                 raise FeedError("robots.txt: %s" % exc)
@@ -2243,6 +2282,7 @@ class StatuspageApi(object):
             etag, modified, known = self._answers.get(origin, (None, None, {}))
         answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout, keep=False)
         if answer.status != 304:
+            check_crc(answer)
             known = parse_incidents(answer.body)
         incidents = dict((code, known[code]) for code in codes if code in known)
         with self._lock:
@@ -2558,19 +2598,98 @@ class _Wakeup(object):
 
 
 class Lane(object):
-    """One lane of polls: a ThreadPoolExecutor running work(job) for each job."""
+    """One lane of polls: a few long-lived loops on a ThreadPoolExecutor, taking jobs in turn.
 
-    def __init__(self, workers, work):
+    Each thread runnable at once costs CPU: on 2 cores, 32 workers taking a
+    burst of 50 loopback 304s contend for the GIL (12 context switches and
+    0.39 ms a poll) where 2 take them in turn (2.3, and 0.31 ms;
+    bench/poll_cost.py --how tracker).  So a lane starts LANE_WIDTH loops
+    and adds one, up to `workers`, when a job has waited LANE_PATIENCE and
+    so has a job running: the loops wait on a far network or a slow server.
+    Short jobs waiting for the GIL, not for a loop, get no more loops: those
+    would only slow them.  With nothing waiting a loop leaves while another
+    is free, one each LANE_SETTLE seconds at most.  pump() adds the loops
+    (one each LANE_PATIENCE at most); the scheduler calls it in time.
+    """
+
+    def __init__(self, workers, work, clock=time.monotonic):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        self._work = work
+        self._work, self._clock, self._most = work, clock, workers
+        self._lock = threading.Condition()
+        self._waiting = collections.deque()   # (queued at, job) no loop has taken yet
+        self._running = {}                    # loop -> when its job started
+        self.width, self._free = 0, 0         # loops, and those not running a job
+        self._changed_at = clock()            # when a loop came or left
+        self._closing = False
 
     def submit(self, job):
-        self._pool.submit(self._work, job)
+        with self._lock:
+            self._waiting.append((self._clock(), job))
+            if self._free:
+                self._lock.notify()
+            if len(self._waiting) > self._free and self.width < min(LANE_WIDTH, self._most):
+                self._widen()
+
+    def pump(self):
+        """Widen if jobs wait on slow ones; return the seconds until it is worth asking again."""
+        with self._lock:
+            if not self._waiting or self.width >= self._most:
+                return float("inf")      # nothing waits, or no loop more to add
+            if self._free:
+                return LANE_PATIENCE     # a loop is about to take one
+            now = self._clock()
+            due = LANE_PATIENCE + max(self._waiting[0][0], self._changed_at,
+                                      min(self._running.values() or [now]))
+            if now < due:
+                return due - now
+            self._widen()
+            return LANE_PATIENCE
 
     def shutdown(self):
         """Return at once; the jobs queued still run, and end at once when
         the Fetcher was told to stop (Fetcher.stop)."""
+        with self._lock:
+            self._closing = True
+            while self.width < self._most and len(self._waiting) > self._free:
+                self._widen()
+            self._lock.notify_all()
         self._pool.shutdown(wait=False)
+
+    def _widen(self):
+        self.width += 1
+        self._free += 1            # from now: it takes a job as it starts
+        self._changed_at = self._clock()
+        self._pool.submit(self._loop)
+
+    def _narrow(self):
+        """True when this free loop should leave (the lock held)."""
+        if self._closing or self._free >= 2 and self.width > LANE_WIDTH and \
+                self._clock() - self._changed_at >= LANE_SETTLE:
+            self.width -= 1
+            self._free -= 1
+            self._changed_at = self._clock()
+            return True
+        return False
+
+    def _loop(self):
+        """Take jobs until the lane narrows or closes: one warm thread, not one woken a job."""
+        me = object()
+        with self._lock:
+            while True:
+                while not self._waiting:
+                    if self._narrow():
+                        return
+                    self._lock.wait()
+                self._free -= 1
+                self._running[me] = self._clock()
+                job = self._waiting.popleft()[1]
+                self._lock.release()
+                try:
+                    self._work(job)    # never raises: fetch_feed makes every failure an Outcome
+                finally:
+                    self._lock.acquire()
+                del self._running[me]
+                self._free += 1
 
 
 class Tracker(object):
@@ -2840,6 +2959,8 @@ class Tracker(object):
             wait = self._queue[0][0] - now
         if self.notifier.watchdog:
             wait = min(wait, self._watchdog_at - now)
+        for lane in self._lanes.values():
+            wait = min(wait, lane.pump())
         self._wake_at = now + wait
         self._sleeping = True    # then look at _done: a worker sees one or the other
         if not (self._done or self._requests):
@@ -2860,8 +2981,8 @@ class Tracker(object):
             if feed is None or feed.busy or due != feed.due:
                 heapq.heappop(self._queue)
                 continue   # dropped, or rescheduled since
-            interval = interval_of(feed.provider, self.config)
-            if due > now + min(LAUNCH_QUANTUM, interval / 20):
+            horizon = min(LAUNCH_QUANTUM, interval_of(feed.provider, self.config) / 20)
+            if due > now + horizon:
                 break
             heapq.heappop(self._queue)
             if rounds is not None and feed.polls >= rounds:
@@ -2872,16 +2993,16 @@ class Tracker(object):
             lane = "slow" if state.slow else "fast" if feed.polls else "new"
             timeout = self.config.timeout if state.slow or self.config.once else fast
             self._lanes[lane].submit(Job(url, state.etag, state.last_modified,
-                                         state.body_sha256, timeout))
+                                         state.body_sha256, timeout, horizon))
 
     def _work(self, job):
         """Run in a worker thread: poll, hand the outcome to the scheduler.
 
-        Only a scheduler asleep for longer than a launch quantum is woken:
-        one that wakes sooner, or is awake, takes the outcome anyway.
+        Only a scheduler asleep for longer than the feed's launch horizon is
+        woken: one that wakes sooner, or is awake, takes the outcome anyway.
         """
         self._done.append(fetch_feed(self.fetch, job, self._parsing, self.api))
-        if self._sleeping and self._wake_at - self.clock() > LAUNCH_QUANTUM:
+        if self._sleeping and self._wake_at - self.clock() > job.slack:
             self._wakeup.notify()
 
     # -- applying outcomes (scheduler thread)

@@ -568,6 +568,62 @@ def test_fetcher_decodes_gzip(server):
     assert tracker.Fetcher()(server.url + "/gz").body == body
 
 
+def gzip_member(body, flags=0, extra=b"", name=b"", comment=b""):
+    """A gzip member (RFC 1952) of body with the optional header fields flags asks for."""
+    head = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
+    head += (len(extra).to_bytes(2, "little") + extra if flags & 4 else b"")
+    head += (name + b"\0" if flags & 8 else b"") + (comment + b"\0" if flags & 16 else b"")
+    head += (zlib.crc32(head) & 0xFFFF).to_bytes(2, "little") if flags & 2 else b""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return head + deflate.compress(body) + deflate.flush() + struct.pack(
+        "<II", zlib.crc32(body), len(body))
+
+
+@pytest.mark.parametrize("flags", [0, 2, 4, 8, 16, 4 | 8 | 16 | 2],
+                         ids=["plain", "FHCRC", "FEXTRA", "FNAME", "FCOMMENT", "all four"])
+def test_gunzip_reads_every_optional_gzip_header_field(flags):
+    body = openai_feed(OPENAI_RESOLVED)
+    data = gzip_member(body, flags, extra=b"AP\x02\0hi", name=b"history.atom",
+                       comment=b"from a CDN")
+    assert tracker.gunzip(data, CAP) == (body, zlib.crc32(body))
+    assert tracker.gunzip(gzip.compress(body), CAP) == (body, zlib.crc32(body))
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"", "gzip data cut short"),
+    (b"\x1f\x8b", "gzip data cut short"),
+    (b"<rss/>", "bad gzip data: not gzip"),
+    (gzip_member(b"<rss/>", 8, name=b"no end")[:14], "gzip data cut short"),
+    (gzip_member(b"<rss/>")[:-3], "gzip data cut short"),
+    (gzip_member(b"<rss/>")[:-4] + b"\x07\0\0\0",
+     "bad gzip data: its length is not the one its trailer states"),
+    (gzip_member(b"<rss/>")[:10] + b"\x07" + gzip_member(b"<rss/>")[11:],   # block type 3
+     "bad gzip data: Error -3 while decompressing data: invalid block type"),
+])
+def test_gunzip_refuses_what_is_not_one_whole_gzip_member(data, why):
+    with pytest.raises(tracker.FeedError, match=re.escape(why)):
+        tracker.gunzip(data, CAP)
+
+
+def test_a_gzip_body_is_checked_against_its_crc_before_it_is_used_only(server):
+    # gunzip leaves the CRC to fetch_feed: a body with the sha256 of one
+    # already checked is not used, so an unchanged poll does not pay for it.
+    body = openai_feed(OPENAI_RESOLVED)
+    good = gzip_member(body)
+    bad = good[:-8] + struct.pack("<II", zlib.crc32(body) ^ 1, len(body))
+    server.script.set("/gz", bad, headers={"Content-Encoding": "gzip"})
+    outcome = poll_once(server.url + "/gz")
+    assert outcome.entries is None
+    assert outcome.error == "bad gzip data: its CRC-32 is not the one its trailer states"
+    server.script.set("/gz", good, headers={"Content-Encoding": "gzip"})
+    checked = poll_once(server.url + "/gz")
+    assert checked.error is None and len(checked.entries) == 1
+    server.script.set("/gz", bad, headers={"Content-Encoding": "gzip"})
+    job = tracker.Job(server.url + "/gz", None, None, checked.body_sha256, 5.0)
+    again = tracker.fetch_feed(tracker.Fetcher(), job, threading.Lock())
+    assert again.error is None and again.entries is None    # the same entries: unchanged
+
+
 @pytest.mark.parametrize("status, headers, reason, retry", [
     (500, {}, "HTTP 500", None),
     (404, {}, "HTTP 404", None),
@@ -2895,8 +2951,77 @@ class InlineLane(object):
     def submit(self, job):
         self.work(job)
 
+    def pump(self):
+        return float("inf")
+
     def shutdown(self):
         pass
+
+
+def lane_under_test(workers, work):
+    """A real Lane on a fake clock; returns (lane, clock list, names of the threads that ran jobs)."""
+    now, threads = [0.0], set()
+
+    def job(item):
+        threads.add(threading.current_thread().name)
+        work(item)
+    return tracker.Lane(workers, job, clock=lambda: now[0]), now, threads
+
+
+def settle(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return condition()
+
+
+def test_a_lane_takes_a_burst_of_quick_polls_with_two_threads_not_thirty_two():
+    done = []
+    lane, now, threads = lane_under_test(32, done.append)
+    for n in range(200):
+        lane.submit(n)
+        if n % 20 == 0:
+            assert lane.pump() in (float("inf"), tracker.LANE_PATIENCE)   # never widens
+    assert settle(lambda: len(done) == 200)
+    assert sorted(done) == list(range(200)) and lane.width == 2 and len(threads) <= 2
+    lane.shutdown()
+
+
+def test_a_lane_widens_while_its_polls_wait_on_slow_servers_and_narrows_after():
+    release, started = threading.Event(), []
+
+    def slow(item):
+        started.append(item)
+        if item < 100:
+            release.wait(10)
+    lane, now, threads = lane_under_test(6, slow)
+    for n in range(10):
+        lane.submit(n)
+    assert settle(lambda: len(started) == 2)
+    assert lane.pump() == tracker.LANE_PATIENCE - 0.0     # not yet: nothing waited long
+    for width in range(3, 7):                           # one more loop a LANE_PATIENCE
+        now[0] += tracker.LANE_PATIENCE
+        lane.pump()
+        assert lane.width == width and settle(lambda: len(started) == width)
+    now[0] += tracker.LANE_PATIENCE
+    assert lane.pump() == float("inf") and lane.width == 6   # workers: no more
+    release.set()
+    assert settle(lambda: len(started) == 10)
+    for width in (5, 4):                                # then one loop leaves a LANE_SETTLE
+        now[0] += tracker.LANE_SETTLE
+        lane.submit(100 + width)
+        assert settle(lambda: lane.width == width)
+    lane.shutdown()
+
+
+def test_a_lane_shut_down_still_runs_what_was_queued():
+    release, done = threading.Event(), []
+    lane, now, threads = lane_under_test(4, lambda item: (release.wait(10), done.append(item)))
+    for n in range(20):
+        lane.submit(n)
+    lane.shutdown()
+    release.set()
+    assert settle(lambda: len(done) == 20)
 
 
 def test_an_hour_of_schedule_runs_in_milliseconds_on_a_fake_clock():

@@ -67,6 +67,7 @@ Exit codes: 0 every injected update detected exactly once and no healthy feed fa
 import argparse
 import collections
 import hashlib
+import heapq
 import html
 import json
 import os
@@ -246,6 +247,8 @@ class Farm(object):
             self.feeds[number].dead = "hang" if index % 2 == 0 else "drip"
         self.live = [feed for feed in self.feeds if feed.dead is None]
         self.dripping = {}             # socket -> state of a dripping answer
+        self.latency = config.get("latency", 0.0)
+        self.delayed = []              # heap of answers held back by --latency
         self.next_drip = None
         self.counters = collections.Counter()
         self.injections = []
@@ -394,10 +397,25 @@ class Farm(object):
             state[0], state[3], state[5] = b"", True, key[5:]
             if not response:         # hanging: wait for the client to give up
                 return
+        if self.latency and not key.startswith("dead "):   # a far network: held a round trip
+            self.counters["held answers"] += 1
+            heapq.heappush(self.delayed, (time.monotonic() + self.latency,
+                                          self.counters["held answers"], sock, state, response))
+            return
+        self.send(sock, state, response)
+
+    def send(self, sock, state, response):
         state[1] = response
         self.writable(sock, state)
         if state[1]:
             self.selector.modify(sock, selectors.EVENT_WRITE, state)
+
+    def send_delayed(self, now):
+        """Send the answers held back by --latency whose time has come."""
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, sock, state, response = heapq.heappop(self.delayed)
+            if sock.fileno() >= 0:
+                self.send(sock, state, response)
 
     def writable(self, sock, state):
         while state[1]:
@@ -641,6 +659,9 @@ class Farm(object):
                 0.5, self.next_inject - time.monotonic()))
             if self.next_drip is not None:
                 timeout = max(0.0, min(timeout, self.next_drip - time.monotonic()))
+            self.send_delayed(time.monotonic())
+            if self.delayed:
+                timeout = max(0.0, min(timeout, self.delayed[0][0] - time.monotonic()))
             for key, _ in self.selector.select(timeout):
                 if key.data == "accept":
                     self.accept()
@@ -865,7 +886,7 @@ def run_bench(args):
     farm = FarmClient({"feeds": args.feeds, "interval": args.interval, "seed": args.seed,
                        "openai_share": args.openai_share, "gzip": not args.no_gzip,
                        "feeds_dir": "" if args.generated else args.feeds_dir,
-                       "dead": args.dead,
+                       "dead": args.dead, "latency": args.latency,
                        "max_seconds": args.max_seconds()})
     urls = [("http://127.0.0.1:%d/feeds/%05d.atom" % (farm.port, n), "feed-%05d" % n)
             for n in range(args.feeds)]
@@ -1195,6 +1216,9 @@ def build_parser():
     parser.add_argument("--timeout", type=float, default=20.0, help="tracker --timeout (20)")
     parser.add_argument("--openai-share", type=float, default=0.5,
                         help="fraction of OpenAI-shaped feeds (0.5)")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="S",
+                        help="hold each healthy answer S seconds: a far network's round "
+                             "trip (0)")
     parser.add_argument("--dead", type=float, default=0.0, metavar="FRACTION",
                         help="fraction of the feeds that are dead: half hang (accept, never "
                              "answer), half drip (a head promising 1 MB, then a byte a "
