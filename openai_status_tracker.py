@@ -12,8 +12,8 @@ Usage:
 Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
 beside this file; OpenAI alone when that file does not exist), --once,
 --history N, --json, --workers N, --timeout SECONDS (20), --state FILE,
---only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, --no-api, -v,
---version.
+--only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, --no-api,
+--notify [KIND:]URL, --exec 'CMD ARGS', -v, --version.
 
 Choosing what to hear: --only and --skip (each repeatable) take a
 case-insensitive regular expression, matched against what the event prints,
@@ -21,6 +21,17 @@ or `FIELD:REGEX` for one field: provider, product, component, state, title.
 An event prints when it matches some --only (if any) and no --skip;
 --no-maintenance drops scheduled maintenance.  An event left out still counts
 as printed: changing the filters never brings it back.
+
+Notifications: each event printed also goes to every --notify URL (and the
+space-separated URLs of $TRACKER_NOTIFY): Slack, Discord and Teams webhooks
+in their own JSON, chosen by host or by a KIND: prefix (slack, discord,
+teams, webhook); any other URL gets the --json object, signed per Standard
+Webhooks when $TRACKER_WEBHOOK_SECRET (whsec_...) is set.  --exec runs a
+command per event (no shell), the JSON on its stdin, TRACKER_* variables in
+its environment.  Each target has its own ordered queue and thread: retries
+with backoff, Retry-After honoured, paced under the service's rate, never
+holding up polling; with --state what a target has not taken is kept in the
+file and delivered after a restart.  --once waits for delivery (--timeout).
 
 Output: every event is three lines on stdout, flushed at once:
     [2026-09-13 17:47:55] Product: OpenAI - Conversations
@@ -43,8 +54,9 @@ prints every update once, oldest first.  A feed that fails is reported once
 when it starts failing and once when it recovers, and retried with backoff.
 
 Exit codes: 0 normal, also when stopped by SIGTERM or Ctrl+C; 1 runtime
-failure, stdout closed, or --once when a feed could not be read; 2 bad usage,
-providers file or --state path.
+failure, stdout closed, or --once when a feed could not be read or an event
+not delivered; 2 bad usage (a bad --notify URL or secret), providers file or
+--state path.
 
 With --state FILE it keeps what it printed (and the feeds' validators and
 failure counts) in FILE, written atomically before each event is printed, so
@@ -72,10 +84,12 @@ _REQUIRES = f"openai_status_tracker.py needs Python 3.6 or newer: run it with py
 
 import argparse
 import base64
+import binascii
 import collections
 import concurrent.futures
 import hashlib
 import heapq
+import hmac
 import html
 import http.client
 import io
@@ -84,9 +98,11 @@ import os
 import random
 import re
 import select
+import shlex
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -157,6 +173,19 @@ API_INCIDENTS = "/api/v2/incidents.json"   # Statuspage's public API: components
 API_TIMEOUT = 5.0                # deadline of each request to it (robots.txt, the API)
 ROBOTS_TTL = 86400.0             # seconds a page's robots.txt answer is kept
 MAX_API_ITEMS = 200              # incidents, updates, components read from one API answer
+NOTIFY_KINDS = ("slack", "discord", "teams", "webhook")   # what --notify speaks ("KIND:URL")
+NOTIFY_QUEUE = 1000              # events waiting per target; the oldest beyond are dropped
+NOTIFY_RETRY_CAP = 300.0         # longest wait between two tries of a delivery, seconds
+# seconds between two sends: Slack allows 1 message a second per webhook
+# (api.slack.com/apis/rate-limits), Discord 5 per 2 s (its X-RateLimit-* on
+# webhooks), Teams' connectors 4 a second
+NOTIFY_PACE = {"slack": 1.0, "discord": 0.4, "teams": 0.25}
+DISCORD_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
+TEAMS_HOST_SUFFIXES = (".logic.azure.com", ".api.powerplatform.com", ".webhook.office.com")
+SLACK_LIMIT = 3000               # characters of a Slack section block's text (and ours)
+STATE_COLOURS = {"investigating": 0xE01E5A, "identified": 0xE8912D, "monitoring": 0xECB22E,
+                 "resolved": 0x2EB67D, "scheduled": 0x36C5F0, "in_progress": 0x36C5F0,
+                 "verifying": 0xECB22E, "completed": 0x2EB67D, "postmortem": 0x2EB67D}
 
 CLOSED_STATES = frozenset(["resolved", "completed", "postmortem"])
 # incident.io's words for a component's impact, as Statuspage's API names them
@@ -2349,6 +2378,11 @@ def with_api_components(entry, incident):
 
 def parse_state(data):
     """Return {state key: FeedState} from a state file's bytes; raise ValueError saying why not."""
+    return _saved_feeds(_state_document(data))
+
+
+def _state_document(data):
+    """Return a state file's JSON, checked as far as its format goes; raise ValueError."""
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except RecursionError:
@@ -2362,8 +2396,22 @@ def parse_state(data):
         raise ValueError("not a tracker state file (format %s)" % clean_text(repr(version), 40))
     if version > STATE_VERSION:
         raise ValueError("written by a newer tracker (format %d)" % version)
+    return document
+
+
+def _saved_feeds(document):
+    version = document.get("version", 1)
     return dict((key, _saved_feed(value, version))
                 for key, value in document["feeds"].items())
+
+
+def saved_outbox(document):
+    """Return {target key: [event lines]} of the events a state file says are undelivered."""
+    outbox = document.get("outbox") or {}
+    _check(isinstance(outbox, dict) and all(
+        isinstance(lines, list) and all(isinstance(line, str) for line in lines)
+        for lines in outbox.values()), "'outbox' is not an object of lists of events")
+    return outbox
 
 
 def _no_constant(name):
@@ -2427,6 +2475,7 @@ class StateFile(object):
         self.path, self.log = path, log
         self._fragments = {}
         self._failing = False
+        self.outbox = {}       # what load() found undelivered: target key -> event lines
 
     def load(self):
         """Return {state key: FeedState}; raise ConfigError if the path cannot be read.
@@ -2447,7 +2496,9 @@ class StateFile(object):
             raise ConfigError("state file %s: cannot read: %s" % (self.path, _describe(exc)))
         try:
             _check(len(data) <= MAX_STATE_BYTES, "larger than %d bytes" % MAX_STATE_BYTES)
-            return parse_state(data)
+            document = _state_document(data)
+            feeds, self.outbox = _saved_feeds(document), saved_outbox(document)
+            return feeds
         except ValueError as exc:
             return self._set_aside(clean_text(str(exc), 200))
 
@@ -2462,8 +2513,9 @@ class StateFile(object):
                  % (self.path, why, where))
         return {}
 
-    def save(self, states, changed):
-        """Write every feed's state (url -> FeedState), re-encoding those in `changed`.
+    def save(self, states, changed, outbox=None):
+        """Write every feed's state (url -> FeedState), re-encoding those in `changed`,
+        and the outbox: target key -> the event lines it has not taken yet.
 
         A feed not encoded since the start (it only answered 304) is encoded
         now: the file always holds every feed watched.
@@ -2476,8 +2528,9 @@ class StateFile(object):
         for url in list(self._fragments):
             if url not in states:
                 del self._fragments[url]
-        text = '{"version": %d, "tracker": %s, "feeds": {\n%s}}\n' % (
-            STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()))
+        text = '{"version": %d, "tracker": %s, "feeds": {\n%s}%s}\n' % (
+            STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()),
+            ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else "")
         try:
             write_atomically(self.path, text.encode("utf-8"))
         except OSError as exc:
@@ -2550,6 +2603,376 @@ class Notifier(object):
                 sock.sendall(message.encode("utf-8"))
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------- delivering events elsewhere
+
+class Target(NamedTuple):
+    """Where --notify or --exec sends each event, and in which dialect."""
+    kind: str                 # slack, discord, teams, webhook or exec
+    address: str              # the URL, or the command line of exec
+    key: str                  # names it in the state file's outbox (a hash: URLs are secrets)
+    shown: str                # names it in logs: scheme and host only
+
+
+class DeliveryError(Exception):
+    """A delivery that failed; refused: the target will never take this event."""
+
+    def __init__(self, message, retry_after=None, refused=False):
+        super(DeliveryError, self).__init__(message)
+        self.retry_after, self.refused = retry_after, refused
+
+
+def parse_target(text, kind=None):
+    """Return the Target of a --notify URL ("KIND:URL" names its dialect); raise ValueError."""
+    words = text.split(":", 1)
+    if kind is None and len(words) == 2 and words[0].lower() in NOTIFY_KINDS:
+        kind, text = words[0].lower(), words[1]
+    if kind != "exec":
+        try:
+            parts = urllib.parse.urlsplit(text)
+            parts.port
+        except ValueError:
+            raise ValueError("--notify: not a URL: %s" % redact_target(text))
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError("--notify: not an http or https URL: %s" % redact_target(text))
+        if not parts.hostname:
+            raise ValueError("--notify: no host in %s" % redact_target(text))
+        kind = kind or _kind_by_host(parts)
+    key = "sha256:" + hashlib.sha256(("%s:%s" % (kind, text)).encode("utf-8")).hexdigest()[:24]
+    shown = "exec %s" % clean_text(text.split()[0] if text.split() else "", 80) \
+        if kind == "exec" else "%s %s" % (kind, redact_target(text))
+    return Target(kind, text, key, shown)
+
+
+def _kind_by_host(parts):
+    host, path = (parts.hostname or "").lower(), parts.path
+    if host == "hooks.slack.com":
+        return "slack"
+    if host in DISCORD_HOSTS and path.startswith("/api/webhooks/"):
+        return "discord"
+    if host.endswith(TEAMS_HOST_SUFFIXES):   # Workflows (Power Automate) webhook URLs
+        return "teams"
+    return "webhook"
+
+
+def redact_target(url):
+    """Return scheme://host/… of a webhook URL: its path and query are its secret."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = ":%d" % parts.port if parts.port else ""
+    except ValueError:
+        return "(a URL)"
+    return "%s://%s%s/…" % (parts.scheme or "?", parts.hostname or "?", port)
+
+
+def event_fields(line):
+    """Return the event of a --json line as a dict with every field (outbox lines are these)."""
+    item = json.loads(line)
+    return dict((name, item.get(name)) for name in (
+        "time", "provider", "product", "components", "state", "label", "message", "title",
+        "link", "id", "kind", "maintenance", "impact"))
+
+
+def event_text(item):
+    """Return the three lines format_event prints, from an event's fields."""
+    status = "%s - %s" % (item["label"], item["message"]) if item["message"] else item["label"]
+    incident = item["title"] or item["id"]
+    if item["link"]:
+        incident = "%s (%s)" % (incident, item["link"])
+    when = (item["time"] or "no date").replace("T", " ").rstrip("Z")
+    return "[%s] Product: %s\nStatus: %s\nIncident: %s" % (when, item["product"], status, incident)
+
+
+def _clip(text, limit):
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _slack_escape(text):
+    # api.slack.com/reference/surfaces/formatting#escaping: these three only
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip_escaped(text, limit):
+    """_clip, never cutting an &entity; in two."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if cut.rfind("&") > cut.rfind(";"):
+        cut = cut[:cut.rfind("&")]
+    return cut + "…"
+
+
+def slack_message(item):
+    """Return the JSON body of a Slack incoming webhook: text (the notification) and blocks.
+
+    Both are mrkdwn: a status text's "<!channel>" must not ping anyone, so
+    <, > and & are escaped; the message is what is cut to fit 3,000.
+    """
+    title = _slack_escape(item["title"] or item["id"])
+    if item["link"]:
+        title = "<%s|%s>" % (_slack_escape(item["link"]).replace("|", "%7C"), title)
+    head = "*%s*\n%s\n" % (_slack_escape(item["product"]), title)
+    status = "*%s*%s" % (_slack_escape(item["label"]),
+                         " - " + _slack_escape(item["message"]) if item["message"] else "")
+    section = _clip_escaped(head + _clip_escaped(status, max(80, SLACK_LIMIT - len(head))),
+                            SLACK_LIMIT)
+    return {"text": _clip_escaped(_slack_escape(event_text(item)), SLACK_LIMIT), "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": section}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip_escaped(
+            "%s · %s" % (_slack_escape(item["time"] or "no date"), item["state"] or "?"),
+            SLACK_LIMIT)}]}]}
+
+
+def discord_message(item):
+    """Return the JSON body of a Discord webhook: one embed, within Discord's limits.
+
+    discord.com/developers/docs/resources/message#embed-object-embed-limits:
+    content 2,000; title 256; description 4,096; footer 2,048; all embeds 6,000.
+    No mention in a status text may ping anyone (allowed_mentions).
+    """
+    title = _clip(item["title"] or item["id"], 256)
+    description = _clip("**%s**%s" % (item["label"], " - " + item["message"]
+                                      if item["message"] else ""), 4096)
+    footer = _clip(item["product"], 2048)
+    embed = {"title": title, "description": description, "footer": {"text": footer},
+             "color": STATE_COLOURS.get(item["state"], 0x8D8D8D)}
+    if item["link"]:
+        embed["url"] = item["link"]
+    if item["time"]:
+        embed["timestamp"] = item["time"]
+    return {"content": _clip("%s: %s" % (item["product"], item["label"]), 2000),
+            "embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+def teams_message(item):
+    """Return the JSON body of a Teams Workflows webhook: a message with an Adaptive Card."""
+    facts = [{"title": "Product", "value": item["product"]},
+             {"title": "State", "value": item["state"] or "?"},
+             {"title": "Time", "value": item["time"] or "no date"}]
+    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard", "version": "1.4", "body": [
+                {"type": "TextBlock", "text": item["title"] or item["id"], "weight": "Bolder",
+                 "size": "Medium", "wrap": True},
+                {"type": "TextBlock", "text": "%s%s" % (item["label"], " - " + item["message"]
+                                                        if item["message"] else ""), "wrap": True},
+                {"type": "FactSet", "facts": facts}]}
+    if item["link"]:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Open", "url": item["link"]}]
+    return {"type": "message", "attachments": [{
+        "contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
+        "content": card}]}
+
+
+def webhook_id(line):
+    """Return the Standard Webhooks message id of an event: the same on every retry and restart."""
+    return "msg_" + hashlib.sha256(line.encode("utf-8")).hexdigest()[:32]
+
+
+def webhook_signature(secret, message_id, timestamp, body):
+    """Return the webhook-signature value (standardwebhooks.com, v1: HMAC-SHA256, base64).
+
+    secret is "whsec_" + base64 of the key; the signed content is
+    "<id>.<timestamp>.<body>".  Raises ValueError for a secret not in that form.
+    """
+    if not secret.startswith("whsec_"):
+        raise ValueError("TRACKER_WEBHOOK_SECRET must start with whsec_")
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("TRACKER_WEBHOOK_SECRET is not whsec_ and base64")
+    signed = b"%s.%d.%s" % (message_id.encode("ascii"), timestamp, body)
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def delivery_request(target, line, secret=None, now=None):
+    """Return (body bytes, headers) of the POST that delivers one event line to target."""
+    item = event_fields(line)
+    builder = {"slack": slack_message, "discord": discord_message, "teams": teams_message}.get(
+        target.kind)
+    body = json.dumps(builder(item) if builder else json.loads(line),
+                      ensure_ascii=False).encode("utf-8")
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    if target.kind == "webhook":
+        message_id, stamp = webhook_id(line), int(time.time() if now is None else now)
+        headers.update({"webhook-id": message_id, "webhook-timestamp": str(stamp)})
+        if secret:
+            headers["webhook-signature"] = webhook_signature(secret, message_id, stamp, body)
+    return body, headers
+
+
+def retry_after_of(status, headers, body):
+    """Return the seconds a 429 (or 503) asks to wait: Retry-After, or Discord's JSON retry_after."""
+    wait = parse_retry_after(headers.get("Retry-After")) if headers else None
+    if wait is None and status == 429:
+        try:
+            wait = float(json.loads(body.decode("utf-8"))["retry_after"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            wait = None
+    return None if wait is None else max(0.0, min(wait, RETRY_AFTER_CAP))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None               # a webhook that moved is a failure, not a GET elsewhere
+
+
+def post_event(target, line, timeout, secret=None):
+    """Deliver one event line to an http(s) target; raise DeliveryError."""
+    body, headers = delivery_request(target, line, secret)
+    request = urllib.request.Request(target.address, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as answer:
+            answer.read(MAX_LINE)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = exc.read(MAX_LINE)
+        except Exception:
+            detail = b""
+        exc.close()
+        wait = retry_after_of(exc.code, exc.headers, detail)
+        refused = 400 <= exc.code < 500 and exc.code not in (408, 429)
+        raise DeliveryError("HTTP %d %s" % (exc.code, clean_text(str(exc.reason), 80)),
+                            wait, refused)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise DeliveryError(_describe(getattr(exc, "reason", exc)))
+
+
+def run_command(target, line, timeout):
+    """Run --exec's command for one event: its JSON on stdin, TRACKER_* in its environment."""
+    item = event_fields(line)
+    environ = dict(os.environ)
+    for name in ("provider", "product", "state", "label", "message", "title", "link", "time",
+                 "id"):
+        environ["TRACKER_" + name.upper()] = str(item[name] or "")
+    try:
+        done = subprocess.run(shlex.split(target.address), input=line.encode("utf-8") + b"\n",
+                              env=environ, stdout=_log_stream(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeliveryError("still running after %gs; killed" % timeout)
+    except (OSError, ValueError) as exc:
+        raise DeliveryError(_describe(exc))
+    if done.returncode:
+        raise DeliveryError("exit status %d" % done.returncode)
+
+
+def _log_stream():
+    """Where a command's output goes: the tracker's stderr (the journal), never its stdout."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):   # a test's captured stderr
+        return subprocess.DEVNULL
+
+
+def delivery_delay(tries, retry_after=None, rand=random.random):
+    """Return seconds before the next try of a delivery that failed `tries` times in a row."""
+    delay = min(NOTIFY_RETRY_CAP, 2.0 ** min(tries - 1, 20)) * (0.5 + rand())   # jitter
+    return max(delay, retry_after or 0.0)
+
+
+class Courier(object):
+    """Delivers the events of one target in order, from a thread of its own.
+
+    put() never blocks: polling and stdout never wait for a slow webhook.
+    An event leaves the queue when the target took it or refused it for
+    good (a 4xx); any other failure is retried, with backoff, jitter and
+    the target's Retry-After, for as long as it takes.  Sends are paced
+    under the service's published rate.  Beyond NOTIFY_QUEUE events the
+    oldest (but the one being tried) are dropped, counted and logged.
+    """
+
+    def __init__(self, target, deliver, log, delay=delivery_delay, pace=None):
+        self.target = target
+        self._deliver, self._log, self._delay = deliver, log, delay
+        self._pace = NOTIFY_PACE.get(target.kind, 0.0) if pace is None else pace
+        self._queue = collections.deque()     # event lines, oldest first
+        self._lock = threading.Condition()
+        self._stopping = False
+        self.changed = False      # the queue lost events since pending() was last asked
+        self.delivered = self.refused = self.dropped = 0
+        self.failing = None       # why, while it fails
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="deliver to " + target.kind)
+        self._thread.start()
+
+    def put(self, lines):
+        with self._lock:
+            self._queue.extend(lines)
+            excess = len(self._queue) - NOTIFY_QUEUE
+            if excess > 0:          # the oldest after the one being tried go
+                head = self._queue.popleft()
+                for _ in range(excess):
+                    self._queue.popleft()
+                self._queue.appendleft(head)
+            self._lock.notify()
+        if excess > 0:
+            self.dropped += excess
+            self._log("%s: %d events waiting; dropped the %d oldest (%d so far)" % (
+                self.target.shown, NOTIFY_QUEUE, excess, self.dropped))
+
+    def pending(self):
+        """Return the events not delivered yet, oldest first."""
+        with self._lock:
+            self.changed = False
+            return list(self._queue)
+
+    def idle(self):
+        with self._lock:
+            return not self._queue
+
+    def stop(self):
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+
+    def _wait(self, seconds):
+        """Sleep, unless stopped; True when stopped."""
+        with self._lock:
+            if not self._stopping and seconds > 0:
+                self._lock.wait(seconds)
+            return self._stopping
+
+    def _run(self):
+        tries = 0
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                line = self._queue[0]
+            try:
+                self._deliver(self.target, line)
+            except DeliveryError as exc:
+                if not exc.refused:
+                    tries += 1
+                    self._failed(str(exc), tries)
+                    if self._wait(self._delay(tries, exc.retry_after)):
+                        return
+                    continue
+                self.refused += 1
+                self._log("%s refused an event for good (%s): dropped" % (self.target.shown, exc))
+            except Exception as exc:   # a bug here must cost one event, never delivery
+                self.refused += 1
+                self._log("%s: internal error: %s; event dropped" % (
+                    self.target.shown, _describe(exc)))
+            else:
+                self.delivered += 1
+            if self.failing:
+                self._log("%s recovered after %d failed tries" % (self.target.shown, tries))
+            tries, self.failing = 0, None
+            with self._lock:
+                if self._queue and self._queue[0] is line:
+                    self._queue.popleft()
+                self.changed = True
+            if self._wait(self._pace):
+                return
+
+    def _failed(self, why, tries):
+        if self.failing is None:
+            self._log("%s is failing: %s; retrying with backoff" % (self.target.shown, why))
+        self.failing = why
 
 
 # ---------------------------------------------------------------- the scheduler
@@ -2699,8 +3122,9 @@ class Tracker(object):
     stderr), clock and wall (monotonic and epoch time), wait (sleeps until a
     timeout or a wake-up; a test's can move a fake clock), lane (makes a
     Lane(workers, work)), state_file (a StateFile or None) and saved (what it
-    loaded), notify (systemd), reload (returns the providers on SIGHUP) and
-    api (a StatuspageApi, or None).
+    loaded), notify (systemd), reload (returns the providers on SIGHUP),
+    api (a StatuspageApi, or None) and couriers (Courier, one a --notify or
+    --exec target; their undelivered events are saved with the state).
     The constructor reads no file and touches no network.  emit raising
     OSError or ValueError means stdout is gone: run() keeps the unprinted
     events unprinted and returns 1.
@@ -2716,8 +3140,10 @@ class Tracker(object):
 
     def __init__(self, providers, config=Config(), fetch=None, emit=None,
                  log=None, clock=time.monotonic, wall=time.time, wait=None, lane=Lane,
-                 state_file=None, notify=None, reload=None, saved=None, api=None):
+                 state_file=None, notify=None, reload=None, saved=None, api=None,
+                 couriers=()):
         self.config = config
+        self.couriers = list(couriers)   # each delivers every event shown to its target
         self.fetch = fetch if fetch is not None else Fetcher()
         self.api = api            # a StatuspageApi, or None: no components from it
         self.emit = emit or (lambda text: None)
@@ -2797,7 +3223,7 @@ class Tracker(object):
             for lane in self._lanes.values():
                 lane.shutdown()
             self._take_back(self._held)        # stopped before the first round ended
-            if self._changed and self.state_file:
+            if self.state_file and (self._changed or any(c.changed for c in self.couriers)):
                 self._save()
             self._wakeup.close()
         failed = [f for f in self.feeds.values() if f.polls and f.state.failures]
@@ -2806,29 +3232,41 @@ class Tracker(object):
     def summary(self):
         """Return the one-line account of this run."""
         counts = self.stats
+        delivery = ""
+        if self.couriers:
+            delivery = " delivered=%d undelivered=%d refused=%d dropped=%d" % (
+                sum(c.delivered for c in self.couriers),
+                sum(len(c.pending()) for c in self.couriers),
+                sum(c.refused for c in self.couriers), sum(c.dropped for c in self.couriers))
         return ("summary: feeds=%d polls=%d ok=%d not_modified=%d unchanged=%d "
-                "errors=%d events=%d%s" % (
+                "errors=%d events=%d%s%s" % (
                     len(self.feeds), counts["polls"], counts["parsed"] + counts["unchanged"],
                     counts["not_modified"], counts["unchanged"], counts["error"],
                     counts["events"],
-                    " filtered=%d" % counts["filtered"] if counts["filtered"] else ""))
+                    " filtered=%d" % counts["filtered"] if counts["filtered"] else "", delivery))
 
     def _publish(self, events):
-        """Save the state, then print: a crash can never make an event print twice.
+        """Hand the events to the couriers, save the state, then print: a crash
+        can never make an event print twice, nor lose one a target waits for.
 
         events are (url, Event).  When stdout refuses one, it and the ones
         after it are taken back out of the state, which is saved again, and
         the tracker stops: the next run prints them.
         """
-        if events and self.state_file:
-            self._save()
-        elif self._changed and self.state_file and not self._held and \
-                self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
-            self._save()
-        format_ = format_json if self.config.json else format_event
         shown = [(url, event) for url, event in events
                  if wanted(event, self.config, self._provider_of(url))]
         self.stats["filtered"] += len(events) - len(shown)
+        if shown and self.couriers:
+            lines = [format_json(event) for _, event in shown]
+            for courier in self.couriers:
+                courier.put(lines)
+        if events and self.state_file:
+            self._save()
+        elif self.state_file and not self._held and \
+                (self._changed or any(c.changed for c in self.couriers)) and \
+                self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
+            self._save()
+        format_ = format_json if self.config.json else format_event
         events = shown
         for number, (_, event) in enumerate(events):
             try:
@@ -2868,9 +3306,16 @@ class Tracker(object):
 
     def _save(self):
         states = collections.OrderedDict((url, f.state) for url, f in self.feeds.items())
-        if self.state_file.save(states, self._changed):
+        outbox = dict((c.target.key, c.pending()) for c in self.couriers)
+        if self.state_file.save(states, self._changed,
+                                dict((key, lines) for key, lines in outbox.items() if lines)):
             self._changed.clear()
         self._saved_at = self.clock()
+
+    def save(self):
+        """Write the state file now (after run(): what the couriers delivered since)."""
+        if self.state_file:
+            self._save()
 
     def _in_stable_order(self, events):
         """Return events to print now: the first round's wait until it ends, then
@@ -3099,6 +3544,13 @@ def build_parser():
                         metavar="[FIELD:]REGEX", help="print no event that matches (repeatable)")
     parser.add_argument("--no-maintenance", action="store_true",
                         help="print no scheduled maintenance")
+    parser.add_argument("--notify", action="append", default=[], metavar="[KIND:]URL",
+                        help="also send each event shown to this webhook (repeatable; also "
+                             "$TRACKER_NOTIFY): Slack, Discord, Teams by host, else a "
+                             "Standard Webhooks POST; KIND is one of %s" % ", ".join(NOTIFY_KINDS))
+    parser.add_argument("--exec", action="append", default=[], metavar="'CMD ARGS'",
+                        help="run this command for each event shown: its JSON on stdin, "
+                             "TRACKER_* variables (repeatable; no shell)")
     parser.add_argument("--no-api", action="store_true",
                         help="never ask a Statuspage page's JSON API for components")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -3153,6 +3605,7 @@ def main(argv=None):
 
     state_file = StateFile(args.state, log) if args.state else None
     try:
+        targets, secret = targets_of(args.notify, args.exec, os.environ)
         providers = providers_now()
         saved = state_file.load() if state_file else {}
     except ConfigError as exc:
@@ -3164,9 +3617,11 @@ def main(argv=None):
                     once=args.once, only=tuple(args.only), skip=tuple(args.skip),
                     maintenance=not args.no_maintenance)
     fetch = Fetcher(max_idle=_connection_budget(config.workers, len(providers)))
+    couriers = start_couriers(targets, state_file.outbox if state_file else {}, log,
+                              lambda target, line: deliver(target, line, args.timeout, secret))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,
                       notify=Notifier(), reload=providers_now, saved=saved,
-                      api=None if args.no_api else StatuspageApi(fetch))
+                      api=None if args.no_api else StatuspageApi(fetch), couriers=couriers)
     log("openai_status_tracker %s: %s %d feed%s%s" % (
         __version__, "polling" if args.once else "watching", len(providers),
         "" if len(providers) == 1 else "s",
@@ -3180,6 +3635,8 @@ def main(argv=None):
         log("error: %s" % _describe(exc))
         code = 1
     try:
+        code = max(code, finish_deliveries(couriers, tracker, args.timeout if args.once else 0,
+                                           log))
         log(tracker.summary())
         if tracker.unprinted:
             _silence(sys.stdout)
@@ -3195,6 +3652,65 @@ def main(argv=None):
     finally:
         _restore_signals(previous)
     return code
+
+
+def targets_of(notify, commands, environ):
+    """Return ([Target], webhook secret) of --notify, $TRACKER_NOTIFY and --exec; raise ConfigError."""
+    targets = collections.OrderedDict()
+    try:
+        for text in list(notify) + environ.get("TRACKER_NOTIFY", "").split():
+            target = parse_target(text)
+            targets[target.key] = target
+        for command in commands:
+            if not shlex.split(command):
+                raise ValueError("--exec needs a command")
+            target = parse_target(command, "exec")
+            targets[target.key] = target
+        secret = environ.get("TRACKER_WEBHOOK_SECRET") or None
+        if secret:
+            webhook_signature(secret, "msg_", 0, b"")    # says what is wrong with it, now
+    except ValueError as exc:
+        raise ConfigError(str(exc))
+    return list(targets.values()), secret
+
+
+def deliver(target, line, timeout, secret=None):
+    """Deliver one event line to a target; raise DeliveryError."""
+    if target.kind == "exec":
+        run_command(target, line, timeout)
+    else:
+        post_event(target, line, timeout, secret)
+
+
+def start_couriers(targets, outbox, log, send):
+    """Return a started Courier per target, given first what the state file's outbox kept for it."""
+    couriers = []
+    for target in targets:
+        courier = Courier(target, send, log)
+        courier.put(outbox.get(target.key, []))
+        couriers.append(courier)
+    forgotten = sum(len(lines) for key, lines in outbox.items()
+                    if key not in set(t.key for t in targets))
+    if forgotten:
+        log("state file: %d undelivered event%s for a target no longer given: dropped" % (
+            forgotten, "" if forgotten == 1 else "s"))
+    return couriers
+
+
+def finish_deliveries(couriers, tracker, wait, log):
+    """Give the couriers up to `wait` seconds to empty their queues, stop them and save
+    what is left; return 1 when an event was not delivered (refused, dropped, left)."""
+    deadline = time.monotonic() + wait
+    while any(not c.idle() for c in couriers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for courier in couriers:
+        courier.stop()
+    left = sum(len(c.pending()) for c in couriers)
+    tracker.save()
+    if left and not tracker.state_file:
+        log("%d event%s not delivered (without --state they are lost)" % (
+            left, "" if left == 1 else "s"))
+    return 1 if wait and (left or any(c.refused or c.dropped for c in couriers)) else 0
 
 
 def _silence(stream):

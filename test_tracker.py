@@ -12,11 +12,14 @@ import collections
 import email.utils
 import glob
 import gzip
+import hashlib
+import hmac
 import html
 import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -460,6 +463,8 @@ class Script(object):
         self.requests = []
         self.peers = []      # the client's port, request by request
         self.closed = []     # the client's port, connection by connection, once closed
+        self.posts = []      # (monotonic time, path, headers, body) of each POST
+        self.answers = collections.defaultdict(list)   # path -> what the next POSTs get
 
     def set(self, path, body=b"", status=200, headers=None, etag=None):
         self.routes[path] = (status, body, dict(headers or {}), etag)
@@ -485,6 +490,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        """A webhook receiver: records the POST, answers what script.answers says
+        for its path next: (status, headers, body), "drop" (close, no answer)
+        or a number (seconds to wait, then 200); 200 when nothing is scripted."""
+        script = self.server.script
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        script.posts.append((time.monotonic(), self.path, self.headers, body))   # any case
+        queue = script.answers[self.path]
+        answer = queue.pop(0) if queue else (200, {}, b"ok")
+        if answer == "drop":
+            self.close_connection = True
+            return
+        if not isinstance(answer, tuple):
+            time.sleep(answer)
+            answer = (200, {}, b"ok")
+        reply(self, answer[2], answer[0], list(answer[1].items()))
 
     def log_message(self, *args):
         pass
@@ -1925,6 +1947,346 @@ def test_the_api_coming_and_going_never_changes_which_events_print(server, tmp_p
             printed.append([line for line in out.splitlines() if line.startswith("Status: ")])
         runs[name] = printed
     assert runs["api"] == runs["none"] and runs["api"][1]
+
+
+# ---------------------------------------------------------------- delivery: webhooks and commands
+
+def openai_lines():
+    """--json lines of real events: the newest update of each entry of the OpenAI capture."""
+    return [tracker.format_json(event)
+            for event in newest_events("OpenAI", "openai-incidentio-history-20260914.atom")]
+
+
+def long_event_line(size):
+    """A --json line whose texts are longer than any service takes, with Slack's and
+    Discord's special characters in them."""
+    item = json.loads(openai_lines()[0])
+    item.update(title="T<&>|" * 60, message="@everyone <!channel> " * size,
+                product="OpenAI - " + "Component, " * 20)
+    return json.dumps(item)
+
+
+@pytest.mark.parametrize("text, kind, shown", [
+    ("https://hooks.slack.com/services/T000/B000/XXXX", "slack", "slack https://hooks.slack.com/…"),
+    ("https://discord.com/api/webhooks/123/tok-en", "discord", "discord https://discord.com/…"),
+    ("https://discordapp.com/api/webhooks/123/tok", "discord", "discord https://discordapp.com/…"),
+    ("https://discord.com/channels/1/2", "webhook", "webhook https://discord.com/…"),
+    ("https://prod-01.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/"
+     "invoke?api-version=2016-06-01&sig=SECRET", "teams", "teams https://prod-01.westeurope."
+     "logic.azure.com:443/…"),
+    ("https://default1a2b.3c.environment.api.powerplatform.com:443/powerautomate/automations/"
+     "direct/workflows/abc/triggers/manual/paths/invoke?sig=SECRET", "teams",
+     "teams https://default1a2b.3c.environment.api.powerplatform.com:443/…"),
+    ("https://example.com/hooks/status?token=SECRET", "webhook", "webhook https://example.com/…"),
+    ("slack:http://127.0.0.1:8080/hooks/abc", "slack", "slack http://127.0.0.1:8080/…"),
+    ("Discord:https://relay.example/x", "discord", "discord https://relay.example/…"),
+])
+def test_a_notify_url_chooses_its_dialect_by_host_or_prefix_and_is_shown_without_secrets(
+        text, kind, shown):
+    target = tracker.parse_target(text)
+    assert (target.kind, target.shown) == (kind, shown)
+    assert "SECRET" not in target.key and target.key.startswith("sha256:")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ftp://example.com/x", "not an http or https URL"),
+    ("hooks.slack.com/services/T/B/X", "not an http or https URL"),
+    ("https:///x", "no host"),
+])
+def test_a_bad_notify_url_is_refused_naming_it_without_its_secret(text, message):
+    with pytest.raises(ValueError, match=message):
+        tracker.parse_target(text)
+
+
+def test_slack_gets_text_for_notifications_and_blocks_with_its_characters_escaped():
+    line = openai_lines()[0]
+    item = json.loads(line)
+    message = tracker.slack_message(tracker.event_fields(line))
+    assert set(message) == {"text", "blocks"}
+    assert message["text"] == tracker.event_text(tracker.event_fields(line))   # no <, & or >
+    section, context = message["blocks"]
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    assert section["text"]["text"] == "*%s*\n<%s|%s>\n*%s* - %s" % (
+        item["product"], item["link"], item["title"], item["label"], item["message"])
+    assert context["type"] == "context" and context["elements"][0]["type"] == "mrkdwn"
+    long = tracker.slack_message(tracker.event_fields(long_event_line(400)))   # 8,400 chars
+    text = long["blocks"][0]["text"]["text"]
+    assert len(text) <= 3000 and len(long["text"]) <= 3000
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "T&lt;&amp;&gt;|" in text
+    assert "<!channel>" not in long["text"] and "&lt;!channel&gt;" in long["text"]
+
+
+def test_discord_gets_one_embed_within_every_limit_and_pings_nobody():
+    item = json.loads(openai_lines()[0])
+    message = tracker.discord_message(tracker.event_fields(openai_lines()[0]))
+    embed, = message["embeds"]
+    assert embed["title"] == item["title"] and embed["url"] == item["link"]
+    assert embed["timestamp"] == item["time"] and embed["footer"]["text"] == item["product"]
+    assert embed["description"].startswith("**%s** - " % item["label"])
+    assert message["allowed_mentions"] == {"parse": []}
+    long = tracker.discord_message(tracker.event_fields(long_event_line(2000)))
+    embed = long["embeds"][0]
+    assert len(long["content"]) <= 2000 and len(embed["title"]) <= 256
+    assert len(embed["description"]) <= 4096 and len(embed["footer"]["text"]) <= 2048
+    assert len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) <= 6000
+
+
+def test_teams_gets_a_message_with_an_adaptive_card():
+    item = json.loads(openai_lines()[0])
+    message = tracker.teams_message(tracker.event_fields(openai_lines()[0]))
+    assert message["type"] == "message"
+    attachment, = message["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    assert [block["type"] for block in card["body"]] == ["TextBlock", "TextBlock", "FactSet"]
+    assert card["body"][0]["text"] == item["title"]
+    assert {"title": "Product", "value": item["product"]} in card["body"][2]["facts"]
+    assert card["actions"] == [{"type": "Action.OpenUrl", "title": "Open", "url": item["link"]}]
+
+
+SECRET = "whsec_" + base64.b64encode(b"a key only the receiver and the tracker hold").decode()
+
+
+def verify_standard_webhook(secret, headers, body, now, tolerance=300):
+    """The receiver's side of standardwebhooks.com, written from the spec, not from the tracker."""
+    message_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
+    assert abs(now - int(stamp)) <= tolerance
+    key = base64.b64decode(secret.split("_", 1)[1])
+    expected = base64.b64encode(hmac.new(key, ("%s.%s." % (message_id, stamp)).encode() + body,
+                                         hashlib.sha256).digest())
+    signatures = [part.split(",", 1)[1].encode() for part in headers["webhook-signature"].split()
+                  if part.startswith("v1,")]
+    return any(hmac.compare_digest(expected, signature) for signature in signatures)
+
+
+def test_a_generic_webhook_gets_the_json_event_signed_per_standard_webhooks(server):
+    line = openai_lines()[0]
+    target = tracker.parse_target(server.url + "/hook?token=abc")
+    tracker.deliver(target, line, 5.0, SECRET)
+    _, path, headers, body = server.script.posts[-1]
+    assert path == "/hook?token=abc" and json.loads(body.decode()) == json.loads(line)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["webhook-id"] == tracker.webhook_id(line)
+    assert verify_standard_webhook(SECRET, headers, body, time.time())
+    assert not verify_standard_webhook(SECRET, headers, body + b" ", time.time())
+    other = "whsec_" + base64.b64encode(b"another key").decode()
+    assert not verify_standard_webhook(other, headers, body, time.time())
+    tracker.deliver(target, line, 5.0)                       # no secret: no signature
+    assert "webhook-signature" not in server.script.posts[-1][2]
+    assert server.script.posts[-1][2]["webhook-id"] == headers["webhook-id"]   # same on a retry
+
+
+def recording_courier(target, deliver=None, pace=0.0):
+    """A Courier whose retries wait 10 ms; returns (courier, logs, the (tries, retry_after) asked)."""
+    logs, delays = [], []
+
+    def delay(tries, retry_after):
+        delays.append((tries, retry_after))
+        return 0.01
+    courier = tracker.Courier(target, deliver or (lambda t, line: tracker.deliver(t, line, 0.5)),
+                              logs.append, delay=delay, pace=pace)
+    return courier, logs, delays
+
+
+def test_a_courier_retries_in_order_through_500s_429s_drops_and_a_slow_answer(server):
+    lines = openai_lines()[:4]
+    path = "/services/T000/B000/SECRETPART"
+    server.script.answers[path] = [
+        (500, {}, b"oops"), "drop", (429, {"Retry-After": "7"}, b"slow down"),
+        (200, {}, b"ok"),                                               # event 1 delivered
+        (429, {}, b'{"message": "rate limited", "retry_after": 0.25, "global": false}'),
+        1.0,                                    # slower than the 0.5 s deadline: tried again
+        (503, {}, b"")]
+    target = tracker.parse_target("slack:" + server.url + path)
+    courier, logs, delays = recording_courier(target)
+    courier.put(lines)
+    assert settle(lambda: courier.idle(), 15)
+    courier.stop()
+    delivered = [json.loads(body.decode())["text"] for _, _, _, body in server.script.posts]
+    texts = [tracker.event_text(tracker.event_fields(line)) for line in lines]
+    assert delivered == [texts[0]] * 4 + [texts[1]] * 4 + texts[2:]   # in order, none lost
+    assert [retry for _, retry in delays] == [None, None, 7.0, 0.25, None, None]
+    assert courier.delivered == 4 and courier.refused == 0
+    assert logs == ["slack %s/… is failing: HTTP 500 Internal Server Error; retrying with backoff"
+                    % server.url,
+                    "slack %s/… recovered after 3 failed tries" % server.url,
+                    "slack %s/… is failing: HTTP 429 Too Many Requests; retrying with backoff"
+                    % server.url,
+                    "slack %s/… recovered after 3 failed tries" % server.url]
+    assert not any("SECRETPART" in line for line in logs)
+
+
+def test_a_4xx_refusal_drops_that_event_only_and_says_so(server):
+    lines = openai_lines()[:2]
+    server.script.answers["/hook"] = [(400, {}, b"invalid_payload")]
+    courier, logs, delays = recording_courier(tracker.parse_target(server.url + "/hook"))
+    courier.put(lines)
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    assert [json.loads(post[3].decode()) for post in server.script.posts] == \
+        [json.loads(line) for line in lines]
+    assert (courier.delivered, courier.refused) == (1, 1)
+    assert logs == ["webhook %s/… refused an event for good (HTTP 400 Bad Request): dropped"
+                    % server.url]
+
+
+def test_a_courier_paces_its_sends_under_the_service_rate(server):
+    target = tracker.parse_target("discord:" + server.url + "/api/webhooks/1/x")
+    courier = tracker.Courier(target, lambda t, line: tracker.deliver(t, line, 2.0), [].append)
+    courier.put(openai_lines()[:3])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    times = [post[0] for post in server.script.posts]
+    assert len(times) == 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.4 - 0.01
+
+
+def test_a_full_queue_drops_its_oldest_counted_and_logged():
+    release, taken = threading.Event(), []
+
+    def deliver(target, line):
+        release.wait(10)
+        taken.append(line)
+    courier, logs, _ = recording_courier(tracker.parse_target("http://127.0.0.1:9/x"), deliver)
+    lines = ["%d" % n for n in range(tracker.NOTIFY_QUEUE + 5)]
+    courier.put(lines[:1])
+    assert settle(lambda: courier.pending() == lines[:1] and not courier.idle())
+    time.sleep(0.05)                               # the courier is in deliver()
+    courier.put(lines[1:])
+    assert courier.dropped == 5 and logs == [
+        "webhook http://127.0.0.1:9/… : 1000 events waiting; dropped the 5 oldest (5 so far)"
+        .replace("/… :", "/…:")]
+    release.set()
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    assert taken[0] == "0" and taken[1:] == lines[6:]   # the one in flight, then the newest
+
+
+EXEC_RECORDER = ("import json, os, sys; event = json.load(sys.stdin); "
+                 "open(sys.argv[1], 'a').write(json.dumps([event, {k: v for k, v in "
+                 "os.environ.items() if k.startswith('TRACKER_')}]) + '\\n'); "
+                 "sys.exit(int(sys.argv[2]))")
+
+
+def exec_target(tmp_path, code=0, script=EXEC_RECORDER):
+    record = str(tmp_path / "calls.jsonl")
+    command = " ".join(shlex.quote(word) for word in [sys.executable, "-c", script, record,
+                                                      str(code)])
+    return tracker.parse_target(command, "exec"), record
+
+
+def test_exec_gets_the_event_as_json_on_stdin_and_tracker_variables(tmp_path):
+    line = openai_lines()[0]
+    item = json.loads(line)
+    target, record = exec_target(tmp_path)
+    assert target.shown == "exec %s" % sys.executable
+    tracker.deliver(target, line, 10.0)
+    (event, environ), = [json.loads(text) for text in open(record)]
+    assert event == item
+    assert environ == {"TRACKER_PROVIDER": "OpenAI", "TRACKER_PRODUCT": item["product"],
+                       "TRACKER_STATE": item["state"], "TRACKER_LABEL": item["label"],
+                       "TRACKER_MESSAGE": item["message"], "TRACKER_TITLE": item["title"],
+                       "TRACKER_LINK": item["link"], "TRACKER_TIME": item["time"],
+                       "TRACKER_ID": item["id"]}
+
+
+def test_exec_failing_or_too_slow_is_a_failed_delivery(tmp_path):
+    target, _ = exec_target(tmp_path, 3)
+    with pytest.raises(tracker.DeliveryError, match="^exit status 3$"):
+        tracker.deliver(target, openai_lines()[0], 10.0)
+    slow, _ = exec_target(tmp_path, script="import time; time.sleep(30)")
+    started = time.monotonic()
+    with pytest.raises(tracker.DeliveryError, match="still running after 0.5s; killed"):
+        tracker.deliver(slow, openai_lines()[0], 0.5)
+    assert time.monotonic() - started < 5
+    missing = tracker.parse_target("/nonexistent/command --flag", "exec")
+    with pytest.raises(tracker.DeliveryError, match="No such file or directory"):
+        tracker.deliver(missing, openai_lines()[0], 1.0)
+
+
+def test_main_once_delivers_to_every_target_before_it_exits(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    target, record = exec_target(tmp_path)
+    code = tracker.main(["--once", "--providers", providers, "--exec", target.address,
+                         "--notify", "slack:%s/slack" % server.url,
+                         "--notify", "teams:%s/teams" % server.url])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [path for _, path, _, _ in server.script.posts] == ["/slack", "/teams"] or \
+        sorted(path for _, path, _, _ in server.script.posts) == ["/slack", "/teams"]
+    (event, _), = [json.loads(text) for text in open(record)]
+    assert event["label"] == "Update" and "delivered=3 undelivered=0" in err
+
+
+def test_main_once_exits_1_when_a_target_stays_down_within_its_timeout(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    server.script.answers["/down"] = [(500, {}, b"")] * 100
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    started = time.monotonic()
+    code = tracker.main(["--once", "--providers", providers, "--timeout", "1",
+                         "--notify", server.url + "/down"])
+    err = capsys.readouterr()[1]
+    assert code == 1 and time.monotonic() - started < 5
+    assert "webhook %s/… is failing: HTTP 500" % server.url in err
+    assert "1 event not delivered (without --state they are lost)" in err
+
+
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--notify", "ftp://x/y"], {}, "error: --notify: not an http or https URL: ftp://x/…"),
+    ([], {"TRACKER_NOTIFY": "https://ok.example/a gopher://x/y"}, "not an http or https URL"),
+    (["--exec", "  "], {}, "error: --exec needs a command"),
+    (["--exec", "'unclosed"], {}, "error: No closing quotation"),
+    (["--notify", "https://ok.example/a"], {"TRACKER_WEBHOOK_SECRET": "secret"},
+     "error: TRACKER_WEBHOOK_SECRET must start with whsec_"),
+    (["--notify", "https://ok.example/a"], {"TRACKER_WEBHOOK_SECRET": "whsec_***"},
+     "error: TRACKER_WEBHOOK_SECRET is not whsec_ and base64"),
+])
+def test_bad_delivery_options_exit_2_before_anything_runs(argv, environ, message, capsys,
+                                                          monkeypatch):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert tracker.main(["--once", "--providers", "/nonexistent"] + argv) == 2
+    assert message in capsys.readouterr()[1]
+
+
+def test_events_undelivered_at_a_kill_9_are_delivered_after_the_restart(server, tmp_path):
+    # At least once to targets, exactly once to stdout: the outbox is saved
+    # with the state, before the event is printed.
+    server.script.set("/gh", github_feed(GITHUB_OPEN[1:]))
+    server.script.answers["/hook"] = [(503, {}, b"")] * 1000
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    args = ("--providers", providers, "--state", state, "--interval", "0.1",
+            "--notify", server.url + "/hook")
+    run = Running(*args)
+    run.wait_for(lambda: run.statuses() and len(server.script.posts) >= 1)
+    assert run.finish(signal.SIGKILL) == -signal.SIGKILL
+    with open(state) as handle:
+        outbox = json.load(handle)["outbox"]
+    assert [json.loads(line)["label"] for lines in outbox.values() for line in lines] == \
+        ["Identified"]
+    server.script.answers["/hook"] = []                  # the receiver is back
+    again = Running(*args)
+    again.wait_for(lambda: len(server.script.posts) >= 2 and
+                   server.script.posts[-1][1] == "/hook" and again.err)
+    count = len(server.script.requests)
+    again.wait_for(lambda: len(server.script.requests) >= count + 3)
+    assert again.finish() == 0
+    assert again.statuses() == []                        # stdout: nothing twice
+    delivered = json.loads(server.script.posts[-1][3].decode())
+    assert delivered["label"] == "Identified"
+    with open(state) as handle:
+        assert "outbox" not in json.load(handle)         # delivered: gone from the file
+
+
+def test_a_hand_edited_outbox_that_is_not_lists_of_events_sets_the_state_file_aside(
+        server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = write(tmp_path, "state.json", '{"version": 2, "feeds": {}, "outbox": {"k": "x"}}')
+    assert tracker.main(["--once", "--providers", providers, "--state", state]) == 0
+    assert "'outbox' is not an object of lists of events" in capsys.readouterr()[1]
 
 
 # ---------------------------------------------------------------- restarts, reloads and systemd

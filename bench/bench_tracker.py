@@ -383,6 +383,8 @@ class Farm(object):
             if len(state[0]) > 65536:
                 self.close(sock, state)
             return
+        if state[0].startswith(b"POST "):
+            return self.take_notification(sock, state, end)
         self.counters["request bytes"] += end + 4
         state[2] = time.monotonic()     # service time: from a whole request to its last byte
         response, key, body_length, state[3] = self.respond(state[0][:end], state[4])
@@ -403,6 +405,19 @@ class Farm(object):
                                           self.counters["held answers"], sock, state, response))
             return
         self.send(sock, state, response)
+
+    def take_notification(self, sock, state, end):
+        """A webhook receiver beside the feeds: take the POST, answer 200 after --notify-delay."""
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", state[0][:end + 2])
+        size = end + 4 + (int(length.group(1)) if length else 0)
+        if len(state[0]) < size:
+            return                   # the body is not all here yet
+        state[0], state[3] = state[0][size:], True
+        self.counters["notifications"] += 1
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        self.counters["held answers"] += 1
+        heapq.heappush(self.delayed, (time.monotonic() + self.config.get("notify_delay", 0.0),
+                                      self.counters["held answers"], sock, state, response))
 
     def send(self, sock, state, response):
         state[1] = response
@@ -778,6 +793,8 @@ class SubprocessTracker(object):
                    "--interval", str(args.interval), "--json", "--timeout", str(args.timeout)]
         if args.workers:
             command += ["--workers", str(args.workers)]
+        if args.notify_delay is not None:
+            command += ["--notify", "http://127.0.0.1:%d/hook" % args.farm_port]
         self.command = command
         self.events, self.logs = [], []
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
@@ -887,6 +904,7 @@ def run_bench(args):
                        "openai_share": args.openai_share, "gzip": not args.no_gzip,
                        "feeds_dir": "" if args.generated else args.feeds_dir,
                        "dead": args.dead, "latency": args.latency,
+                       "notify_delay": args.notify_delay or 0.0,
                        "max_seconds": args.max_seconds()})
     urls = [("http://127.0.0.1:%d/feeds/%05d.atom" % (farm.port, n), "feed-%05d" % n)
             for n in range(args.feeds)]
@@ -899,6 +917,7 @@ def run_bench(args):
     tracker = None
     try:
         started = time.monotonic()
+        args.farm_port = farm.port
         if args.mode == "subprocess":
             tracker = SubprocessTracker(args, providers_path)
         else:
@@ -1066,6 +1085,7 @@ def summarise(args, v):
         "feeds_reconnecting_after_first": conns["healthy"]["feeds_reconnecting_after_first"],
         "tracker_stats": tracker_stats,
         "injected": len(injected), "detected": sum(len(t) for t in detected.values()),
+        "notifications": counters.get("notifications", 0), "notify_delay": args.notify_delay,
         "missing": missing[:10], "repeated": repeated[:10], "unknown": unknown[:10],
         "startup_events": startup, "unexpected_events": unexpected, "wrong_provider": wrong_provider,
         "detect_delay_max": delays[-1] if delays else None,
@@ -1161,7 +1181,9 @@ def print_summary(f):
             f["injected"], f["detected"], len(f["missing"]), len(f["repeated"]),
             len(f["unknown"]), f["wrong_provider"], f["startup_events"],
             f["unexpected_events"], _fmt(f["detect_delay_median"], ".1f"),
-            _fmt(f["detect_delay_max"], ".1f")),
+            _fmt(f["detect_delay_max"], ".1f")) + (
+            "; notifications received %d (each answered after %gs)" % (
+                f["notifications"], f["notify_delay"]) if f["notify_delay"] is not None else ""),
         "server (farm process): CPU %.0f%% of one core quiet, %.0f%% injecting; longest "
         "response build %.1f ms, longest request-to-last-byte %.1f ms (includes a slow "
         "reader); timer lag max %.1f ms" % (
@@ -1219,6 +1241,9 @@ def build_parser():
     parser.add_argument("--latency", type=float, default=0.0, metavar="S",
                         help="hold each healthy answer S seconds: a far network's round "
                              "trip (0)")
+    parser.add_argument("--notify-delay", type=float, metavar="S",
+                        help="run the tracker with --notify to a receiver in the farm that "
+                             "answers each POST after S seconds")
     parser.add_argument("--dead", type=float, default=0.0, metavar="FRACTION",
                         help="fraction of the feeds that are dead: half hang (accept, never "
                              "answer), half drip (a head promising 1 MB, then a byte a "
