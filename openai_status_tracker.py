@@ -2822,8 +2822,14 @@ def post_event(target, line, timeout, secret=None):
     """Deliver one event line to an http(s) target; raise DeliveryError."""
     body, headers = delivery_request(target, line, secret)
     request = urllib.request.Request(target.address, data=body, headers=headers, method="POST")
+    handlers = [_NoRedirect, _DeadlineHTTPHandler]
+    if ssl is not None:
+        handlers.append(_DeadlineHTTPSHandler())
+    # one deadline for the whole POST, as for a poll: a receiver that drips its answer a
+    # byte at a time cannot hold the target's queue for hours
+    _request.limits = (time.monotonic() + timeout, threading.Event())
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as answer:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as answer:
             answer.read(MAX_LINE)
     except urllib.error.HTTPError as exc:
         try:
@@ -2837,6 +2843,8 @@ def post_event(target, line, timeout, secret=None):
                             wait, refused)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DeliveryError(_describe(getattr(exc, "reason", exc)))
+    finally:
+        _request.limits = None
 
 
 def run_command(target, line, timeout):

@@ -493,8 +493,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         """A webhook receiver: records the POST, answers what script.answers says
-        for its path next: (status, headers, body), "drop" (close, no answer)
-        or a number (seconds to wait, then 200); 200 when nothing is scripted."""
+        for its path next: (status, headers, body), "drop" (close, no answer),
+        a number (seconds to wait, then 200) or a callable route; else 200."""
         script = self.server.script
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         script.posts.append((time.monotonic(), self.path, self.headers, body))   # any case
@@ -503,6 +503,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if answer == "drop":
             self.close_connection = True
             return
+        if callable(answer):
+            return answer(self)
         if not isinstance(answer, tuple):
             time.sleep(answer)
             answer = (200, {}, b"ok")
@@ -2117,6 +2119,14 @@ def test_a_courier_retries_in_order_through_500s_429s_drops_and_a_slow_answer(se
     assert not any("SECRETPART" in line for line in logs)
 
 
+def test_a_receiver_that_drips_its_answer_fails_the_delivery_at_its_deadline(server):
+    server.script.answers["/hook"] = [dripper(b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n")]
+    started = time.monotonic()
+    with pytest.raises(tracker.DeliveryError, match="timed out|deadline"):
+        tracker.deliver(tracker.parse_target(server.url + "/hook"), openai_lines()[0], 0.5)
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_4xx_refusal_drops_that_event_only_and_says_so(server):
     lines = openai_lines()[:2]
     server.script.answers["/hook"] = [(400, {}, b"invalid_payload")]
@@ -2208,15 +2218,20 @@ def test_main_once_delivers_to_every_target_before_it_exits(server, tmp_path, ca
     server.script.set("/gh", github_feed(GITHUB_OPEN))
     providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
     target, record = exec_target(tmp_path)
-    code = tracker.main(["--once", "--providers", providers, "--exec", target.address,
+    code = tracker.main(["--once", "--json", "--providers", providers, "--exec", target.address,
                          "--notify", "slack:%s/slack" % server.url,
-                         "--notify", "teams:%s/teams" % server.url])
+                         "--notify", "teams:%s/teams" % server.url,
+                         "--notify", "discord:%s/api/webhooks/1/x" % server.url,
+                         "--notify", server.url + "/hook"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert [path for _, path, _, _ in server.script.posts] == ["/slack", "/teams"] or \
-        sorted(path for _, path, _, _ in server.script.posts) == ["/slack", "/teams"]
+    item = tracker.event_fields(out.strip())
+    bodies = dict((path, json.loads(body.decode())) for _, path, _, body in server.script.posts)
+    assert bodies == {"/slack": tracker.slack_message(item), "/teams": tracker.teams_message(item),
+                      "/api/webhooks/1/x": tracker.discord_message(item),
+                      "/hook": json.loads(out)}
     (event, _), = [json.loads(text) for text in open(record)]
-    assert event["label"] == "Update" and "delivered=3 undelivered=0" in err
+    assert event == json.loads(out) and "delivered=5 undelivered=0" in err
 
 
 def test_main_once_exits_1_when_a_target_stays_down_within_its_timeout(server, tmp_path, capsys):
