@@ -98,6 +98,7 @@ import os
 import random
 import re
 import select
+import shutil
 import shlex
 import signal
 import socket
@@ -175,6 +176,8 @@ ROBOTS_TTL = 86400.0             # seconds a page's robots.txt answer is kept
 MAX_API_ITEMS = 200              # incidents, updates, components read from one API answer
 NOTIFY_KINDS = ("slack", "discord", "teams", "webhook")   # what --notify speaks ("KIND:URL")
 NOTIFY_QUEUE = 1000              # events waiting per target; the oldest beyond are dropped
+NOTIFY_LINE_LIMIT = 16384        # bytes of one event's JSON sent (and kept in the outbox) at most
+MIN_WEBHOOK_KEY = 16             # bytes of TRACKER_WEBHOOK_SECRET's key at least
 NOTIFY_RETRY_CAP = 300.0         # longest wait between two tries of a delivery, seconds
 # seconds between two sends: Slack allows 1 message a second per webhook
 # (api.slack.com/apis/rate-limits), Discord 5 per 2 s (its X-RateLimit-* on
@@ -2406,12 +2409,40 @@ def _saved_feeds(document):
 
 
 def saved_outbox(document):
-    """Return {target key: [event lines]} of the events a state file says are undelivered."""
+    """Return ({target key: [event lines]} a state file says are undelivered, how many
+    of its lines were not events).  A hand-edited outbox costs its bad lines only."""
     outbox = document.get("outbox") or {}
-    _check(isinstance(outbox, dict) and all(
-        isinstance(lines, list) and all(isinstance(line, str) for line in lines)
-        for lines in outbox.values()), "'outbox' is not an object of lists of events")
-    return outbox
+    if not isinstance(outbox, dict):
+        return {}, 1
+    kept, bad = {}, 0
+    for key, lines in outbox.items():
+        good = [line for line in (lines if isinstance(lines, list) else [None])
+                if _is_event_line(line)]
+        bad += (len(lines) if isinstance(lines, list) else 1) - len(good)
+        kept[key] = good
+    return kept, bad
+
+
+def _is_event_line(line):
+    try:
+        item = json.loads(line) if isinstance(line, str) else None
+    except ValueError:
+        return False
+    return isinstance(item, dict) and all(isinstance(item.get(name), str)
+                                          for name in ("provider", "product", "label"))
+
+
+def bounded_outbox(outbox, limit):
+    """Return (outbox trimmed to about `limit` bytes of JSON, lines left out): the
+    oldest of the longest queue go first, so the state file stays loadable."""
+    outbox = dict((key, list(lines)) for key, lines in outbox.items())
+    size = sum(len(line) + 4 for lines in outbox.values() for line in lines)
+    left_out = 0
+    while size > limit:
+        longest = max(outbox.values(), key=len)
+        size -= len(longest.pop(0)) + 4
+        left_out += 1
+    return dict((key, lines) for key, lines in outbox.items() if lines), left_out
 
 
 def _no_constant(name):
@@ -2497,7 +2528,10 @@ class StateFile(object):
         try:
             _check(len(data) <= MAX_STATE_BYTES, "larger than %d bytes" % MAX_STATE_BYTES)
             document = _state_document(data)
-            feeds, self.outbox = _saved_feeds(document), saved_outbox(document)
+            feeds, (self.outbox, bad) = _saved_feeds(document), saved_outbox(document)
+            if bad:
+                self.log("state file %s: %d line%s of its outbox not an event: dropped" % (
+                    self.path, bad, "" if bad == 1 else "s"))
             return feeds
         except ValueError as exc:
             return self._set_aside(clean_text(str(exc), 200))
@@ -2528,6 +2562,10 @@ class StateFile(object):
         for url in list(self._fragments):
             if url not in states:
                 del self._fragments[url]
+        outbox, left_out = bounded_outbox(outbox or {}, MAX_STATE_BYTES // 4)
+        if left_out:
+            self.log("state file %s: %d oldest undelivered events not saved (the outbox "
+                     "would pass %d bytes)" % (self.path, left_out, MAX_STATE_BYTES // 4))
         text = '{"version": %d, "tracker": %s, "feeds": {\n%s}%s}\n' % (
             STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()),
             ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else "")
@@ -2629,8 +2667,10 @@ def parse_target(text, kind=None):
     if kind is None and len(words) == 2 and words[0].lower() in NOTIFY_KINDS:
         kind, text = words[0].lower(), words[1]
     if kind != "exec":
+        if re.search(r"[\x00-\x20\x7f]", text):
+            raise ValueError("--notify: a space or control character in %s" % redact_target(text))
         try:
-            parts = urllib.parse.urlsplit(text)
+            parts = urllib.parse.urlsplit(split_credentials(text)[0])
             parts.port
         except ValueError:
             raise ValueError("--notify: not a URL: %s" % redact_target(text))
@@ -2657,13 +2697,14 @@ def _kind_by_host(parts):
 
 
 def redact_target(url):
-    """Return scheme://host/… of a webhook URL: its path and query are its secret."""
+    """Return scheme://host/… of a webhook URL: its path, query and user:password@ are its secret."""
     try:
         parts = urllib.parse.urlsplit(url)
         port = ":%d" % parts.port if parts.port else ""
+        host = parts.hostname or "?"
     except ValueError:
         return "(a URL)"
-    return "%s://%s%s/…" % (parts.scheme or "?", parts.hostname or "?", port)
+    return "%s://%s%s/…" % (parts.scheme or "?", "[%s]" % host if ":" in host else host, port)
 
 
 def event_fields(line):
@@ -2782,6 +2823,9 @@ def webhook_signature(secret, message_id, timestamp, body):
         key = base64.b64decode(secret[len("whsec_"):], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("TRACKER_WEBHOOK_SECRET is not whsec_ and base64")
+    if len(key) < MIN_WEBHOOK_KEY:
+        raise ValueError("TRACKER_WEBHOOK_SECRET's key is %d bytes; at least %d are needed"
+                         % (len(key), MIN_WEBHOOK_KEY))
     signed = b"%s.%d.%s" % (message_id.encode("ascii"), timestamp, body)
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
@@ -2821,7 +2865,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def post_event(target, line, timeout, secret=None):
     """Deliver one event line to an http(s) target; raise DeliveryError."""
     body, headers = delivery_request(target, line, secret)
-    request = urllib.request.Request(target.address, data=body, headers=headers, method="POST")
+    url, authorization = split_credentials(target.address)
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     handlers = [_NoRedirect, _DeadlineHTTPHandler]
     if ssl is not None:
         handlers.append(_DeadlineHTTPSHandler())
@@ -2841,28 +2888,66 @@ def post_event(target, line, timeout, secret=None):
         refused = 400 <= exc.code < 500 and exc.code not in (408, 429)
         raise DeliveryError("HTTP %d %s" % (exc.code, clean_text(str(exc.reason), 80)),
                             wait, refused)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except (http.client.InvalidURL, ValueError):   # their text quotes the URL: a secret
+        raise DeliveryError("not a URL urllib can send to")
+    except (OSError, http.client.HTTPException) as exc:
         raise DeliveryError(_describe(getattr(exc, "reason", exc)))
     finally:
         _request.limits = None
 
 
 def run_command(target, line, timeout):
-    """Run --exec's command for one event: its JSON on stdin, TRACKER_* in its environment."""
+    """Run --exec's command for one event: its JSON on stdin, TRACKER_* in its environment.
+
+    The environment is bytes (Python 3.6 under the C locale cannot encode a
+    "ü" otherwise) and holds none of the secrets: $TRACKER_NOTIFY's URLs and
+    the webhook key are not the command's business.
+    """
     item = event_fields(line)
-    environ = dict(os.environ)
+    environ = dict((name, value) for name, value in os.environb.items()
+                   if name not in (b"TRACKER_NOTIFY", b"TRACKER_WEBHOOK_SECRET"))
     for name in ("provider", "product", "state", "label", "message", "title", "link", "time",
                  "id"):
-        environ["TRACKER_" + name.upper()] = str(item[name] or "")
+        environ[b"TRACKER_" + name.upper().encode()] = \
+            str(item[name] or "").replace("\0", "").encode("utf-8", "surrogateescape")
     try:
-        done = subprocess.run(shlex.split(target.address), input=line.encode("utf-8") + b"\n",
-                              env=environ, stdout=_log_stream(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeliveryError("still running after %gs; killed" % timeout)
+        child = subprocess.Popen(shlex.split(target.address), stdin=subprocess.PIPE,
+                                 stdout=_log_stream(), env=environ, start_new_session=True)
     except (OSError, ValueError) as exc:
         raise DeliveryError(_describe(exc))
-    if done.returncode:
-        raise DeliveryError("exit status %d" % done.returncode)
+    with _COMMANDS_LOCK:
+        _COMMANDS.add(child)
+    try:
+        child.communicate(line.encode("utf-8") + b"\n", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(child)
+        raise DeliveryError("still running after %gs; killed" % timeout)
+    finally:
+        with _COMMANDS_LOCK:
+            _COMMANDS.discard(child)
+    if child.returncode:
+        raise DeliveryError("exit status %d" % child.returncode)
+
+
+_COMMANDS = set()                 # --exec children running now, killed when the tracker stops
+_COMMANDS_LOCK = threading.Lock()
+
+
+def _kill_group(child):
+    """Kill a command and whatever it started (its own session), and reap it."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    child.wait()
+
+
+def kill_commands():
+    """Kill the --exec commands still running: the tracker is on its way out."""
+    with _COMMANDS_LOCK:
+        children = list(_COMMANDS)
+    for child in children:
+        _kill_group(child)
 
 
 def _log_stream():
@@ -2875,7 +2960,7 @@ def _log_stream():
 
 def delivery_delay(tries, retry_after=None, rand=random.random):
     """Return seconds before the next try of a delivery that failed `tries` times in a row."""
-    delay = min(NOTIFY_RETRY_CAP, 2.0 ** min(tries - 1, 20)) * (0.5 + rand())   # jitter
+    delay = min(NOTIFY_RETRY_CAP, 2.0 ** min(tries - 1, 20) * (0.5 + rand()))   # jitter, capped
     return max(delay, retry_after or 0.0)
 
 
@@ -2905,6 +2990,7 @@ class Courier(object):
         self._thread.start()
 
     def put(self, lines):
+        lines = [line for line in lines if self._fits(line)]
         with self._lock:
             self._queue.extend(lines)
             excess = len(self._queue) - NOTIFY_QUEUE
@@ -2919,11 +3005,34 @@ class Courier(object):
             self._log("%s: %d events waiting; dropped the %d oldest (%d so far)" % (
                 self.target.shown, NOTIFY_QUEUE, excess, self.dropped))
 
-    def pending(self):
-        """Return the events not delivered yet, oldest first."""
+    def _fits(self, line):
+        if len(line) <= NOTIFY_LINE_LIMIT:
+            return True
+        self.dropped += 1    # a feed naming 300,000 components: it would bloat the state file
+        self._log("%s: an event of %d bytes dropped (more than %d)" % (
+            self.target.shown, len(line), NOTIFY_LINE_LIMIT))
+        return False
+
+    def pending(self, saving=False):
+        """Return the events not delivered yet, oldest first; saving: they are
+        being saved, so the queue counts as unchanged from now."""
         with self._lock:
-            self.changed = False
+            if saving:
+                self.changed = False
             return list(self._queue)
+
+    def waiting(self):
+        with self._lock:
+            return len(self._queue)
+
+    def withdraw(self, lines):
+        """Take back events not sent yet (stdout refused them: the next run prints and sends them)."""
+        unwanted = set(lines)
+        with self._lock:
+            head = self._queue.popleft() if self._queue else None   # it may be on its way
+            kept = [line for line in self._queue if line not in unwanted]
+            self._queue.clear()
+            self._queue.extend(([head] if head is not None else []) + kept)
 
     def idle(self):
         with self._lock:
@@ -3244,7 +3353,7 @@ class Tracker(object):
         if self.couriers:
             delivery = " delivered=%d undelivered=%d refused=%d dropped=%d" % (
                 sum(c.delivered for c in self.couriers),
-                sum(len(c.pending()) for c in self.couriers),
+                sum(c.waiting() for c in self.couriers),
                 sum(c.refused for c in self.couriers), sum(c.dropped for c in self.couriers))
         return ("summary: feeds=%d polls=%d ok=%d not_modified=%d unchanged=%d "
                 "errors=%d events=%d%s%s" % (
@@ -3282,6 +3391,8 @@ class Tracker(object):
             except (OSError, ValueError) as exc:
                 lost = events[number:]
                 self._take_back(lost)
+                for courier in self.couriers:
+                    courier.withdraw([format_json(event) for _, event in lost])
                 if self.state_file:
                     self._save()
                 self.unprinted, self.stopping = len(lost), True
@@ -3314,10 +3425,13 @@ class Tracker(object):
 
     def _save(self):
         states = collections.OrderedDict((url, f.state) for url, f in self.feeds.items())
-        outbox = dict((c.target.key, c.pending()) for c in self.couriers)
+        outbox = dict((c.target.key, c.pending(saving=True)) for c in self.couriers)
         if self.state_file.save(states, self._changed,
                                 dict((key, lines) for key, lines in outbox.items() if lines)):
             self._changed.clear()
+        else:
+            for courier in self.couriers:
+                courier.changed = True     # not saved: ask again
         self._saved_at = self.clock()
 
     def save(self):
@@ -3670,8 +3784,11 @@ def targets_of(notify, commands, environ):
             target = parse_target(text)
             targets[target.key] = target
         for command in commands:
-            if not shlex.split(command):
+            words = shlex.split(command)
+            if not words:
                 raise ValueError("--exec needs a command")
+            if not shutil.which(words[0]):
+                raise ValueError("--exec: no such command: %s" % clean_text(words[0], 80))
             target = parse_target(command, "exec")
             targets[target.key] = target
         secret = environ.get("TRACKER_WEBHOOK_SECRET") or None
@@ -3709,11 +3826,13 @@ def finish_deliveries(couriers, tracker, wait, log):
     """Give the couriers up to `wait` seconds to empty their queues, stop them and save
     what is left; return 1 when an event was not delivered (refused, dropped, left)."""
     deadline = time.monotonic() + wait
-    while any(not c.idle() for c in couriers) and time.monotonic() < deadline:
+    while any(not c.idle() for c in couriers) and time.monotonic() < deadline and \
+            not tracker.stopping:                     # SIGTERM ends the wait too
         time.sleep(0.05)
     for courier in couriers:
         courier.stop()
-    left = sum(len(c.pending()) for c in couriers)
+    kill_commands()
+    left = sum(c.waiting() for c in couriers)
     tracker.save()
     if left and not tracker.state_file:
         log("%d event%s not delivered (without --state they are lost)" % (

@@ -2295,13 +2295,126 @@ def test_events_undelivered_at_a_kill_9_are_delivered_after_the_restart(server, 
         assert "outbox" not in json.load(handle)         # delivered: gone from the file
 
 
-def test_a_hand_edited_outbox_that_is_not_lists_of_events_sets_the_state_file_aside(
-        server, tmp_path, capsys):
-    server.script.set("/gh", github_feed(GITHUB_OPEN))
+def test_a_hand_edited_outbox_costs_its_bad_lines_only(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN[1:]))
     providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
-    state = write(tmp_path, "state.json", '{"version": 2, "feeds": {}, "outbox": {"k": "x"}}')
-    assert tracker.main(["--once", "--providers", providers, "--state", state]) == 0
-    assert "'outbox' is not an object of lists of events" in capsys.readouterr()[1]
+    state = str(tmp_path / "state.json")
+    once(providers, state, capsys)                       # marks saved
+    good = openai_lines()[0]
+    target = tracker.parse_target(server.url + "/hook")
+    with open(state) as handle:
+        document = json.load(handle)
+    document["outbox"] = {target.key: ["not json", "{}", 7, good], "other": "x"}
+    with open(state, "w") as handle:
+        json.dump(document, handle)
+    code = tracker.main(["--once", "--providers", providers, "--state", state,
+                         "--notify", server.url + "/hook"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == ""                       # the feeds' marks survived
+    assert "4 lines of its outbox not an event: dropped" in err
+    assert [json.loads(post[3].decode()) for post in server.script.posts] == [json.loads(good)]
+
+
+def test_the_outbox_kept_in_the_state_file_is_bounded_oldest_of_the_longest_first():
+    outbox = {"a": ["a%d" % n for n in range(10)], "b": ["b0", "b1"]}
+    kept, left_out = tracker.bounded_outbox(outbox, 6 * 6)   # 6 bytes a line: "aN" and 4
+    assert kept == {"a": ["a6", "a7", "a8", "a9"], "b": ["b0", "b1"]} and left_out == 6
+    assert tracker.bounded_outbox(outbox, 10 ** 6) == (outbox, 0)
+
+
+def test_an_event_too_large_to_keep_is_dropped_counted_and_logged():
+    courier, logs, _ = recording_courier(tracker.parse_target("http://127.0.0.1:9/x"),
+                                         lambda target, line: None)
+    courier.put(["x" * (tracker.NOTIFY_LINE_LIMIT + 1)])
+    courier.stop()
+    assert courier.dropped == 1 and logs == [
+        "webhook http://127.0.0.1:9/…: an event of 16385 bytes dropped (more than 16384)"]
+
+
+def test_events_stdout_refused_are_withdrawn_from_the_queues_but_the_one_on_its_way():
+    release = threading.Event()
+    courier, _, _ = recording_courier(tracker.parse_target("http://127.0.0.1:9/x"),
+                                      lambda target, line: release.wait(10))
+    courier.put(["a", "b", "c", "d"])
+    assert settle(lambda: not courier.idle())
+    courier.withdraw(["a", "c", "d"])
+    assert courier.pending() == ["a", "b"] and courier.changed is False
+    release.set()
+    assert settle(lambda: courier.idle())
+    assert courier.changed is True and courier.pending() == [] and courier.changed is True
+    courier.pending(saving=True)
+    assert courier.changed is False                      # only a save clears it
+    courier.stop()
+
+
+def test_a_retry_waits_five_minutes_at_most_whatever_the_jitter():
+    assert tracker.delivery_delay(30, rand=lambda: 0.999) == tracker.NOTIFY_RETRY_CAP
+    assert tracker.delivery_delay(1, rand=lambda: 0.0) == 0.5
+    assert tracker.delivery_delay(1, 900.0, rand=lambda: 0.0) == 900.0   # Retry-After wins
+
+
+def test_a_webhook_url_with_credentials_sends_them_as_basic_auth_and_never_logs_them(server):
+    server.script.answers["/hook"] = [(500, {}, b"")]
+    target = tracker.parse_target("http://alice:S3cret%40pw@" + server.url[len("http://"):]
+                                  + "/hook")
+    courier, logs, _ = recording_courier(target)
+    courier.put(openai_lines()[:1])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    assert server.script.posts[-1][2]["Authorization"] == "Basic " + base64.b64encode(
+        b"alice:S3cret@pw").decode()
+    assert logs and not any("S3cret" in line or "alice" in line for line in logs)
+    assert "S3cret" not in target.shown and "S3cret" not in target.key
+
+
+def test_a_notify_url_with_a_space_is_refused_at_start(capsys):
+    assert tracker.main(["--once", "--notify", "https://h.example/tok en SECRET"]) == 2
+    err = capsys.readouterr()[1]
+    assert "error: --notify: a space or control character in https://h.example/…" in err
+    assert "SECRET" not in err
+
+
+def test_exec_gets_no_secret_and_non_ascii_text_whatever_the_locale(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACKER_NOTIFY", "https://hooks.slack.com/services/T/B/SECRET")
+    monkeypatch.setenv("TRACKER_WEBHOOK_SECRET", SECRET)
+    item = json.loads(openai_lines()[0])
+    item["title"] = "Störung in Zürich ✓"
+    target, record = exec_target(tmp_path)
+    tracker.deliver(target, json.dumps(item, ensure_ascii=False), 10.0)
+    (event, environ), = [json.loads(text) for text in open(record)]
+    assert environ["TRACKER_TITLE"] == "Störung in Zürich ✓" and event["title"] == item["title"]
+    assert "TRACKER_NOTIFY" not in environ and "TRACKER_WEBHOOK_SECRET" not in environ
+
+
+def test_sigterm_ends_once_waiting_on_a_receiver_and_kills_a_running_command(server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    server.script.answers["/hook"] = [20.0]
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    pid_file = str(tmp_path / "pid")
+    script = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    command = " ".join(shlex.quote(word) for word in [sys.executable, "-c", script, pid_file])
+    run = Running("--once", "--providers", providers, "--timeout", "30",
+                  "--notify", server.url + "/hook", "--exec", command)
+    run.wait_for(lambda: server.script.posts and os.path.exists(pid_file) and
+                 open(pid_file).read())
+    started = time.monotonic()
+    assert run.finish(signal.SIGTERM) == 1               # stopped with events undelivered
+    assert time.monotonic() - started < 3
+    child = int(open(pid_file).read())
+    assert settle(lambda: not os.path.exists("/proc/%d" % child) or
+                  open("/proc/%d/stat" % child).read().split()[2] == "Z")
+
+
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--exec", "/nonexistent/notify --x"], {}, "error: --exec: no such command: /nonexistent/notify"),
+    (["--notify", "https://ok.example/a"], {"TRACKER_WEBHOOK_SECRET": "whsec_AAAA"},
+     "error: TRACKER_WEBHOOK_SECRET's key is 3 bytes; at least 16 are needed"),
+])
+def test_a_missing_command_or_a_weak_secret_exits_2(argv, environ, message, capsys, monkeypatch):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert tracker.main(["--once", "--providers", "/nonexistent"] + argv) == 2
+    assert message in capsys.readouterr()[1]
 
 
 # ---------------------------------------------------------------- restarts, reloads and systemd
