@@ -1746,14 +1746,19 @@ def _deflate_start(data):
     if not b"\x1f\x8b\x08".startswith(data[:3]):      # magic, then CM 8: deflate
         raise FeedError("bad gzip data: not gzip")
     flags, start = data[3] if len(data) > 3 else 0, 10
+    if flags & 0xE0:                               # reserved: "must give an error"
+        raise FeedError("bad gzip data: reserved header flags set")
     if flags & 4:                                  # FEXTRA: its length, then itself
         start += 2 + int.from_bytes(data[10:12], "little")
     for flag in (8, 16):                           # FNAME, FCOMMENT: zero-terminated
         if flags & flag:
             start = data.find(b"\0", start) + 1 or len(data) + 1
-    start += 2 if flags & 2 else 0                 # FHCRC
-    if start > len(data):
+    if start + (2 if flags & 2 else 0) > len(data):
         raise FeedError("gzip data cut short")
+    if flags & 2:                                  # FHCRC: the CRC-32 of the header, low half
+        if zlib.crc32(data[:start]) & 0xFFFF != int.from_bytes(data[start:start + 2], "little"):
+            raise FeedError("bad gzip data: header CRC mismatch")
+        start += 2
     return start
 
 
@@ -3144,12 +3149,13 @@ class Lane(object):
     burst of 50 loopback 304s contend for the GIL (12 context switches and
     0.39 ms a poll) where 2 take them in turn (2.3, and 0.31 ms;
     bench/poll_cost.py --how tracker).  So a lane starts LANE_WIDTH loops
-    and adds one, up to `workers`, when a job has waited LANE_PATIENCE and
-    so has a job running: the loops wait on a far network or a slow server.
-    Short jobs waiting for the GIL, not for a loop, get no more loops: those
-    would only slow them.  With nothing waiting a loop leaves while another
-    is free, one each LANE_SETTLE seconds at most.  pump() adds the loops
-    (one each LANE_PATIENCE at most); the scheduler calls it in time.
+    and widens, up to `workers`, when a job has waited LANE_PATIENCE: to
+    twice the loops held that long (hung servers count for nothing), and by
+    one at least.  A burst of quick jobs waiting for the
+    GIL, not for a loop, is gone before that: more loops would only slow
+    it.  With nothing waiting a loop leaves while another is free, one each
+    LANE_SETTLE seconds at most.  pump() widens; the scheduler calls it in
+    time.
     """
 
     def __init__(self, workers, work, clock=time.monotonic):
@@ -3178,11 +3184,16 @@ class Lane(object):
             if self._free:
                 return LANE_PATIENCE     # a loop is about to take one
             now = self._clock()
-            due = LANE_PATIENCE + max(self._waiting[0][0], self._changed_at,
-                                      min(self._running.values() or [now]))
+            due = LANE_PATIENCE + max(self._waiting[0][0], self._changed_at)
             if now < due:
                 return due - now
-            self._widen()
+            # loops held LANE_PATIENCE or more (hung servers?) count for nothing, and
+            # as many again are added: 30 hung servers ahead cost 0.4 s, not 3
+            held = sum(now - started >= LANE_PATIENCE for started in self._running.values())
+            width = min(self._most, self.width + len(self._waiting),
+                        max(self.width + 1, held + max(held, LANE_WIDTH)))
+            while self.width < width:
+                self._widen()
             return LANE_PATIENCE
 
     def shutdown(self):
@@ -3225,7 +3236,9 @@ class Lane(object):
                 job = self._waiting.popleft()[1]
                 self._lock.release()
                 try:
-                    self._work(job)    # never raises: fetch_feed makes every failure an Outcome
+                    self._work(job)
+                except Exception:      # never: fetch_feed makes every failure an Outcome; as
+                    pass               # in a ThreadPoolExecutor, a bug costs the job, not the loop
                 finally:
                     self._lock.acquire()
                 del self._running[me]

@@ -621,6 +621,9 @@ def test_gunzip_reads_every_optional_gzip_header_field(flags):
     (gzip_member(b"<rss/>")[:-3], "gzip data cut short"),
     (gzip_member(b"<rss/>")[:-4] + b"\x07\0\0\0",
      "bad gzip data: its length is not the one its trailer states"),
+    (gzip_member(b"<rss/>", 0x20), "bad gzip data: reserved header flags set"),
+    (gzip_member(b"<rss/>", 2)[:10] + b"\0\0" + gzip_member(b"<rss/>", 2)[12:],
+     "bad gzip data: header CRC mismatch"),
     (gzip_member(b"<rss/>")[:10] + b"\x07" + gzip_member(b"<rss/>")[11:],   # block type 3
      "bad gzip data: Error -3 while decompressing data: invalid block type"),
 ])
@@ -3448,14 +3451,23 @@ class InlineLane(object):
         pass
 
 
-def lane_under_test(workers, work):
-    """A real Lane on a fake clock; returns (lane, clock list, names of the threads that ran jobs)."""
-    now, threads = [0.0], set()
+@pytest.fixture
+def lane_under_test():
+    """Makes real Lanes on a fake clock, (lane, clock list, names of the threads that ran
+    jobs), and shuts them down after the test, passed or not."""
+    made = []
 
-    def job(item):
-        threads.add(threading.current_thread().name)
-        work(item)
-    return tracker.Lane(workers, job, clock=lambda: now[0]), now, threads
+    def make(workers, work):
+        now, threads = [0.0], set()
+
+        def job(item):
+            threads.add(threading.current_thread().name)
+            work(item)
+        made.append(tracker.Lane(workers, job, clock=lambda: now[0]))
+        return made[-1], now, threads
+    yield make
+    for lane in made:
+        lane.shutdown()
 
 
 def settle(condition, seconds=5.0):
@@ -3465,7 +3477,7 @@ def settle(condition, seconds=5.0):
     return condition()
 
 
-def test_a_lane_takes_a_burst_of_quick_polls_with_two_threads_not_thirty_two():
+def test_a_lane_takes_a_burst_of_quick_polls_with_two_threads_not_thirty_two(lane_under_test):
     done = []
     lane, now, threads = lane_under_test(32, done.append)
     for n in range(200):
@@ -3474,10 +3486,9 @@ def test_a_lane_takes_a_burst_of_quick_polls_with_two_threads_not_thirty_two():
             assert lane.pump() in (float("inf"), tracker.LANE_PATIENCE)   # never widens
     assert settle(lambda: len(done) == 200)
     assert sorted(done) == list(range(200)) and lane.width == 2 and len(threads) <= 2
-    lane.shutdown()
 
 
-def test_a_lane_widens_while_its_polls_wait_on_slow_servers_and_narrows_after():
+def test_a_lane_widens_while_its_polls_wait_on_slow_servers_and_narrows_after(lane_under_test):
     release, started = threading.Event(), []
 
     def slow(item):
@@ -3489,7 +3500,7 @@ def test_a_lane_widens_while_its_polls_wait_on_slow_servers_and_narrows_after():
         lane.submit(n)
     assert settle(lambda: len(started) == 2)
     assert lane.pump() == tracker.LANE_PATIENCE - 0.0     # not yet: nothing waited long
-    for width in range(3, 7):                           # one more loop a LANE_PATIENCE
+    for width in (4, 6):             # all loops held: as many again, each LANE_PATIENCE
         now[0] += tracker.LANE_PATIENCE
         lane.pump()
         assert lane.width == width and settle(lambda: len(started) == width)
@@ -3501,10 +3512,45 @@ def test_a_lane_widens_while_its_polls_wait_on_slow_servers_and_narrows_after():
         now[0] += tracker.LANE_SETTLE
         lane.submit(100 + width)
         assert settle(lambda: lane.width == width)
-    lane.shutdown()
 
 
-def test_a_lane_shut_down_still_runs_what_was_queued():
+def test_a_lane_widens_when_quick_polls_queue_faster_than_its_loops_take_them(
+        lane_under_test):
+    # 30-99 ms round trips: no poll is held LANE_PATIENCE, yet the queue grows
+    gates = collections.defaultdict(threading.Event)
+    started = []
+
+    def poll(item):
+        started.append(item)
+        gates[item].wait(10)
+    lane, now, _ = lane_under_test(32, poll)
+    for n in range(10):
+        lane.submit(n)
+    assert settle(lambda: len(started) == 2)
+    now[0] = 0.1
+    gates[0].set()
+    gates[1].set()
+    assert settle(lambda: len(started) == 4)         # 2 and 3 start at 0.1: not held
+    lane.pump()
+    assert lane.width == 3                           # the queue waited: one more anyway
+    for n in range(10):
+        gates[n].set()
+
+
+def test_a_crash_in_a_job_costs_that_job_not_the_loop(lane_under_test):
+    done = []
+
+    def work(item):
+        if item < 2:
+            raise RuntimeError("a bug")
+        done.append(item)
+    lane, _, _ = lane_under_test(2, work)
+    for n in range(5):
+        lane.submit(n)
+    assert settle(lambda: done == [2, 3, 4]) and lane.width == 2
+
+
+def test_a_lane_shut_down_still_runs_what_was_queued(lane_under_test):
     release, done = threading.Event(), []
     lane, now, threads = lane_under_test(4, lambda item: (release.wait(10), done.append(item)))
     for n in range(20):
