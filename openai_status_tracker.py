@@ -98,8 +98,8 @@ import os
 import random
 import re
 import select
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -2987,7 +2987,7 @@ class Courier(object):
         self._queue = collections.deque()     # event lines, oldest first
         self._lock = threading.Condition()
         self._stopping = False
-        self.changed = False      # the queue lost events since pending() was last asked
+        self.changed = False      # the queue lost events since the last save (pending(saving=True))
         self.delivered = self.refused = self.dropped = 0
         self.failing = None       # why, while it fails
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -3151,11 +3151,10 @@ class Lane(object):
     bench/poll_cost.py --how tracker).  So a lane starts LANE_WIDTH loops
     and widens, up to `workers`, when a job has waited LANE_PATIENCE: to
     twice the loops held that long (hung servers count for nothing), and by
-    one at least.  A burst of quick jobs waiting for the
-    GIL, not for a loop, is gone before that: more loops would only slow
-    it.  With nothing waiting a loop leaves while another is free, one each
-    LANE_SETTLE seconds at most.  pump() widens; the scheduler calls it in
-    time.
+    one at least.  A burst of quick jobs waiting for the GIL, not for a
+    loop, is gone before that: more loops would only slow it.  With nothing
+    waiting a loop leaves while another is free, one each LANE_SETTLE
+    seconds at most.  pump() widens; the scheduler calls it in time.
     """
 
     def __init__(self, workers, work, clock=time.monotonic):
