@@ -3178,10 +3178,8 @@ class Lane(object):
     def pump(self):
         """Widen if jobs wait on slow ones; return the seconds until it is worth asking again."""
         with self._lock:
-            if not self._waiting or self.width >= self._most:
-                return float("inf")      # nothing waits, or no loop more to add
-            if self._free:
-                return LANE_PATIENCE     # a loop is about to take one
+            if len(self._waiting) <= self._free or self.width >= self._most:
+                return float("inf")      # free loops take what waits, or no loop more to add
             now = self._clock()
             due = LANE_PATIENCE + max(self._waiting[0][0], self._changed_at)
             if now < due:
@@ -3189,7 +3187,7 @@ class Lane(object):
             # loops held LANE_PATIENCE or more (hung servers?) count for nothing, and
             # as many again are added: 30 hung servers ahead cost 0.4 s, not 3
             held = sum(now - started >= LANE_PATIENCE for started in self._running.values())
-            width = min(self._most, self.width + len(self._waiting),
+            width = min(self._most, self.width + len(self._waiting) - self._free,
                         max(self.width + 1, held + max(held, LANE_WIDTH)))
             while self.width < width:
                 self._widen()
