@@ -17,6 +17,10 @@ read, never answered, the connection held open until the client gives up),
 half "drip" (a 200 head promising a 1 MB body, then one byte a second).
 The tracker is expected to report them failing: they are left out of the
 injections, of the lateness and gap figures and of the "no feed failed" rule.
+With --latency S every healthy answer is held S seconds (a far network's
+round trip); with --notify-delay S the tracker also gets --notify to a
+webhook receiver in the farm that answers each POST after S seconds, and the
+notifications it received are reported.
 
 The tracker runs as a subprocess (`openai_status_tracker.py --json`, stopped
 with SIGTERM) or in this process (Tracker(...).run() in a thread).  A run has
@@ -59,6 +63,8 @@ Usage:
     python3 bench/bench_tracker.py --feeds 5000 --interval 60 --mode subprocess
     python3 bench/bench_tracker.py --feeds 1000 --interval 10 --timeout 20 --dead 0.05 \
         --quiet 20 --inject 20
+    python3 bench/bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20 --latency 0.15
+    python3 bench/bench_tracker.py --feeds 1000 --interval 10 --quiet 20 --inject 20 --notify-delay 2
 
 Exit codes: 0 every injected update detected exactly once and no healthy feed failed;
 1 otherwise (or the run broke); 2 bad usage.  Python 3.6+, standard library only.
@@ -426,7 +432,7 @@ class Farm(object):
             self.selector.modify(sock, selectors.EVENT_WRITE, state)
 
     def send_delayed(self, now):
-        """Send the answers held back by --latency whose time has come."""
+        """Send the answers held back (--latency, --notify-delay) whose time has come."""
         while self.delayed and self.delayed[0][0] <= now:
             _, _, sock, state, response = heapq.heappop(self.delayed)
             if sock.fileno() >= 0:
