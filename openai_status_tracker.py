@@ -2730,11 +2730,6 @@ def event_text(item):
     return "[%s] Product: %s\nStatus: %s\nIncident: %s" % (when, item["product"], status, incident)
 
 
-def _clip(text, limit):
-    text = text or ""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _slack_escape(text):
     # api.slack.com/reference/surfaces/formatting#escaping: these three only
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -2778,17 +2773,17 @@ def discord_message(item):
     content 2,000; title 256; description 4,096; footer 2,048; all embeds 6,000.
     No mention in a status text may ping anyone (allowed_mentions).
     """
-    title = _clip(item["title"] or item["id"], 256)
-    description = _clip("**%s**%s" % (item["label"], " - " + item["message"]
-                                      if item["message"] else ""), 4096)
-    footer = _clip(item["product"], 2048)
+    title = clean_text(item["title"] or item["id"] or "", 256)
+    description = clean_text("**%s**%s" % (item["label"], " - " + item["message"]
+                                           if item["message"] else ""), 4096)
+    footer = clean_text(item["product"], 2048)
     embed = {"title": title, "description": description, "footer": {"text": footer},
              "color": STATE_COLOURS.get(item["state"], 0x8D8D8D)}
     if item["link"]:
         embed["url"] = item["link"]
     if item["time"]:
         embed["timestamp"] = item["time"]
-    return {"content": _clip("%s: %s" % (item["product"], item["label"]), 2000),
+    return {"content": clean_text("%s: %s" % (item["product"], item["label"]), 2000),
             "embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
