@@ -3819,8 +3819,8 @@ def start_couriers(targets, outbox, log, send):
         courier = Courier(target, send, log)
         courier.put(outbox.get(target.key, []))
         couriers.append(courier)
-    forgotten = sum(len(lines) for key, lines in outbox.items()
-                    if key not in set(t.key for t in targets))
+    given = set(target.key for target in targets)
+    forgotten = sum(len(lines) for key, lines in outbox.items() if key not in given)
     if forgotten:
         log("state file: %d undelivered event%s for a target no longer given: dropped" % (
             forgotten, "" if forgotten == 1 else "s"))
