@@ -282,6 +282,10 @@ _ESCAPE = re.compile(
 _CONTROL = re.compile(u"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _INVISIBLE = re.compile(u"[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
                         u"\ufeff\U000e0000-\U000e007f]")
+# A lone surrogate is no character: UTF-8 cannot encode it, so the state
+# file, stdout and every target would refuse the event.  json.loads makes
+# one of "\ud800"; it becomes U+FFFD, as html.unescape and decoding do.
+_SURROGATE = re.compile(u"[\ud800-\udfff]")
 _ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
 _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, comments
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
@@ -454,10 +458,11 @@ class FeedError(TrackerError):
 # ---------------------------------------------------------------- text and dates
 
 def clean_text(text, limit=None):
-    """Return text on one line: no control characters, whitespace collapsed."""
-    if not text.isprintable():   # the rare case: isprintable() is false for all we remove
+    """Return text on one line, encodable: no control characters or lone
+    surrogates, whitespace collapsed."""
+    if not text.isprintable():   # the rare case: isprintable() is false for all we change
         text = _ESCAPE.sub("", text)
-        text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+        text = _INVISIBLE.sub("", _CONTROL.sub(" ", _SURROGATE.sub(u"\ufffd", text)))
     text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         text = text[:limit - 1].rstrip() + "\u2026"
@@ -2337,7 +2342,8 @@ class ApiIncident(NamedTuple):
 
 
 def parse_incidents(body):
-    """Return {incident code: ApiIncident} of an incidents.json; raise FeedError."""
+    """Return {incident code: ApiIncident} of an incidents.json, its text
+    cleaned as a feed's is; raise FeedError."""
     try:
         document = json.loads(body.decode("utf-8"))
     except RecursionError:
@@ -2349,17 +2355,26 @@ def parse_incidents(body):
         for incident in document["incidents"][:MAX_API_ITEMS]:
             updates = tuple(
                 (parse_date(update.get("display_at") or update.get("created_at") or ""),
-                 str(update.get("status") or ""),
-                 tuple((str(part["name"]), str(part.get("new_status") or ""))
-                       for part in (update.get("affected_components") or ())[:MAX_API_ITEMS]))
+                 _api_text(update.get("status"), 40),
+                 _api_components(update.get("affected_components"), "new_status"))
                 for update in (incident.get("incident_updates") or ())[:MAX_API_ITEMS])
             incidents[str(incident["id"])] = ApiIncident(
-                str(incident.get("impact") or ""),
-                tuple((str(part["name"]), str(part.get("status") or ""))
-                      for part in (incident.get("components") or ())[:MAX_API_ITEMS]), updates)
+                _api_text(incident.get("impact"), 20),
+                _api_components(incident.get("components"), "status"), updates)
         return incidents
     except (KeyError, TypeError, AttributeError, ValueError):
         raise FeedError("not the JSON of Statuspage's API")
+
+
+def _api_text(value, limit):
+    """Return an API value as clean text ("" for null): where the API's text enters."""
+    return clean_text(str(value or ""), limit)
+
+
+def _api_components(parts, status):
+    """Return the (name, status) pairs of an API list of components."""
+    return tuple((_api_text(part["name"], 80), _api_text(part.get(status), 40))
+                 for part in (parts or ())[:MAX_API_ITEMS])
 
 
 def with_api_components(entry, incident):
@@ -2377,9 +2392,8 @@ def with_api_components(entry, incident):
         same.sort(key=lambda update: update[1] != normalise_state(newest.label))
         if same and same[0][2]:
             parts = same[0][2]
-    names = tuple(clean_text(name, 80) for name, _ in parts)
-    return entry._replace(components=names, statuses=tuple(status for _, status in parts),
-                          impact=clean_text(incident.impact, 20))
+    return entry._replace(components=tuple(name for name, _ in parts),
+                          statuses=tuple(status for _, status in parts), impact=incident.impact)
 
 
 # ---------------------------------------------------------------- the state file and systemd

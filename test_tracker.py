@@ -3732,3 +3732,27 @@ def test_a_first_look_at_a_generic_feed_prints_only_what_its_words_say_is_open()
                                   True, 0, "AWS").events
     assert [tracker.format_event(e).splitlines()[1][:40] for e in events] == [
         "Status: Service degradation - Recovery i"]
+
+
+# ---------------------------------------------------------------- issue 17: input boundary
+
+def test_a_lone_surrogate_from_the_api_prints_saves_delivers_and_restarts(server, tmp_path, capsys):
+    # json.loads takes "\ud800" (a lone surrogate, no character): text from the
+    # network is made encodable where it enters, so printing, the state file
+    # and every target take it, and a restart reads what was saved.
+    server.script.set("/history.atom", github_feed(GITHUB_OPEN))
+    server.script.set("/api/v2/incidents.json", json.dumps({"incidents": [{
+        "id": "i30837849", "impact": "minor\udfff", "incident_updates": [],
+        "components": [{"name": "API \ud800", "status": "major_outage\ud800"}]}]}).encode())
+    providers = write(tmp_path, "p.txt", "%s/history.atom GitHub\n" % server.url)
+    args = ["--once", "--json", "--providers", providers, "--state", str(tmp_path / "state.json"),
+            "--notify", server.url + "/hook"]
+    assert tracker.main(args) == 0, capsys.readouterr()[1]
+    out, err = capsys.readouterr()
+    event = json.loads(out)
+    assert event["component_status"] == {"API \ufffd": "major_outage\ufffd"}
+    assert event["impact"] == "minor\ufffd" and "delivered=1 undelivered=0" in err
+    [(_, path, _, body)] = server.script.posts
+    assert json.loads(body.decode("utf-8")) == event
+    assert tracker.main(args) == 0
+    assert capsys.readouterr()[0] == "" and len(server.script.posts) == 1
