@@ -1418,11 +1418,7 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
         if not line:
             continue
         words = line.split()   # a tab parts them as a space does
-        url, options = words[0], collections.OrderedDict()
-        while len(words) > 1 and _OPTION_WORD.match(words[-1]):
-            key, _, value = words.pop().partition("=")
-            options.setdefault(key, []).insert(0, value)
-        name = " ".join(words[1:])
+        url, (name, options) = words[0], _name_and_options(words[1:])
         problem = _url_problem(url) or _options_problem(options) or _misplaced_option(name)
         if problem:
             raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
@@ -1441,6 +1437,19 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
     if not providers:
         raise ConfigError("%s: no feeds listed" % source)
     return providers
+
+
+def _name_and_options(words):
+    """Return the display name and the options {key: [values]} of a line's words
+    after its URL: the options are its trailing key=value words, in their order."""
+    first = len(words)
+    while first > 0 and _OPTION_WORD.match(words[first - 1]):
+        first -= 1
+    options = collections.OrderedDict()
+    for word in words[first:]:   # appended: a line of 100,000 of them parses in linear time
+        key, _, value = word.partition("=")
+        options.setdefault(key, []).append(value)
+    return " ".join(words[:first]), options
 
 
 def _misplaced_option(name):

@@ -3756,3 +3756,16 @@ def test_a_lone_surrogate_from_the_api_prints_saves_delivers_and_restarts(server
     assert json.loads(body.decode("utf-8")) == event
     assert tracker.main(args) == 0
     assert capsys.readouterr()[0] == "" and len(server.script.posts) == 1
+
+
+def test_a_line_of_350000_options_is_read_in_linear_time_and_refused_naming_its_line(
+        tmp_path, capsys):
+    # Each key=value word was put first in its list, one by one: 15 s for this
+    # 3.85 MB line (quadratic), all polling stalled on SIGHUP.  Linear, the whole
+    # run takes 0.3 s: the bound is generous, and the old code three times over it.
+    providers = write(tmp_path, "p.txt", "# feeds\nhttps://example.com/feed Example%s\n"
+                      % (" interval=1" * 350000))
+    started = time.monotonic()
+    assert tracker.main(["--once", "--providers", providers]) == 2
+    assert time.monotonic() - started < 5.0
+    assert capsys.readouterr()[1] == "error: %s:2: interval= given 350000 times\n" % providers
