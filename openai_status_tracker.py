@@ -140,6 +140,7 @@ ACCEPT = ("application/atom+xml, application/rss+xml;q=0.9, "
 
 DEFAULT_INTERVAL = 60.0          # seconds between two polls of one feed
 DEFAULT_TIMEOUT = 20.0           # whole deadline of one request, seconds
+MAX_SECONDS = 86400.0            # longest interval or timeout: a wait of 1e10 s overflows time_t
 MAX_WORKERS = 32                 # default cap of concurrent requests
 MAX_BODY_BYTES = 4 * 1024 * 1024 # per answer, before and after gzip decoding
 MAX_REDIRECTS = 5
@@ -1430,7 +1431,7 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
             continue
         lines[url] = number
         name = clean_text(name, 80) or urllib.parse.urlsplit(url).hostname
-        providers.append(Provider(url, name, float(options["interval"][-1])
+        providers.append(Provider(url, name, parse_seconds(options["interval"][-1])
                                   if "interval" in options else None,
                                   tuple(parse_filter(text) for text in options.get("only", ())),
                                   tuple(parse_filter(text) for text in options.get("skip", ()))))
@@ -1471,19 +1472,24 @@ def _options_problem(options):
         if key == "interval" and len(values) > 1:
             return "interval= given %d times" % len(values)
         for value in values:
-            if key == "interval":
-                try:
-                    seconds = float(value)
-                except ValueError:
-                    seconds = -1.0
-                if not 0 < seconds < float("inf"):
-                    return "interval=%s: not a positive number of seconds" % value
-            else:
-                try:
-                    parse_filter(value)
-                except ValueError as exc:
-                    return "%s=: %s" % (key, exc)
+            try:
+                (parse_seconds if key == "interval" else parse_filter)(value)
+            except ValueError as exc:
+                return "%s=: %s" % (key, exc)
     return None
+
+
+def parse_seconds(text):
+    """Return text as seconds above 0 and at most MAX_SECONDS; raise ValueError saying why not."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError("%r is not a number" % clean_text(text, 40))
+    if not seconds > 0:   # nan too
+        raise ValueError("must be greater than 0, not %s" % clean_text(text, 40))
+    if seconds > MAX_SECONDS:
+        raise ValueError("must be at most %d (a day), not %s" % (MAX_SECONDS, clean_text(text, 40)))
+    return seconds
 
 
 def load_providers(path, notes=None):
@@ -3641,6 +3647,13 @@ def _positive(kind):
     return convert
 
 
+def _seconds(text):
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def _filter(text):
     try:
         return parse_filter(text)
@@ -3668,8 +3681,8 @@ def build_parser():
     parser = _Parser(
         prog="openai_status_tracker.py",
         description="Print every new incident and update from status pages, once.")
-    parser.add_argument("--interval", type=_positive(float), default=DEFAULT_INTERVAL,
-                        metavar="SECONDS", help="seconds between polls of a feed (default 60)")
+    parser.add_argument("--interval", type=_seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                        help="seconds between polls of a feed (default 60, at most 86400)")
     parser.add_argument("--providers", metavar="FILE",
                         help="feeds to watch (default: providers.txt beside this "
                              "file, or OpenAI alone if there is none)")
@@ -3681,8 +3694,8 @@ def build_parser():
                         help="print one JSON object per event per line")
     parser.add_argument("--workers", type=_positive(int), metavar="N",
                         help="concurrent requests (default: min(32, number of feeds))")
-    parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS", help="whole deadline of one request (default 20)")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="whole deadline of one request (default 20, at most 86400)")
     parser.add_argument("--state", metavar="FILE",
                         help="keep what was printed in FILE, so that a restart "
                              "repeats nothing and misses nothing")

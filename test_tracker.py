@@ -388,8 +388,8 @@ def test_parse_providers_names_comments_and_defaults():
     ("# nothing\n\n", "providers.txt: no feeds listed"),
     ("https://a.test/x A\nhttps://b.test/x B every=5\n",
      "providers.txt:2: unknown option 'every' (known: interval, only, skip)"),
-    ("https://a.test/x A interval=0\n", "providers.txt:1: interval=0: not a positive number"),
-    ("https://a.test/x A interval=soon\n", "providers.txt:1: interval=soon: not a positive"),
+    ("https://a.test/x A interval=0\n", "providers.txt:1: interval=: must be greater than 0, not 0"),
+    ("https://a.test/x A interval=soon\n", "providers.txt:1: interval=: 'soon' is not a number"),
     ("https://a.test/x A\n\nhttps://b.test/x only=title:(\n",
      "providers.txt:3: only=: bad regular expression '('"),
     ("https://a.test/x A skip=a{4294967296}\n", "providers.txt:1: skip=: bad regular expression"),
@@ -819,7 +819,7 @@ def test_main_once_exits_1_with_the_reason_when_a_feed_fails(server, tmp_path, c
 
 @pytest.mark.parametrize("argv, message", [
     (["--interval", "0"], "must be greater than 0"),
-    (["--interval", "inf"], "must be greater than 0"),
+    (["--interval", "inf"], "must be at most 86400 (a day), not inf"),
     (["--interval", "soon"], "is not a number"),
     (["--workers", "-1"], "must be greater than 0"),
     (["--history", "-2"], "must be 0 or more"),
@@ -3769,3 +3769,35 @@ def test_a_line_of_350000_options_is_read_in_linear_time_and_refused_naming_its_
     assert tracker.main(["--once", "--providers", providers]) == 2
     assert time.monotonic() - started < 5.0
     assert capsys.readouterr()[1] == "error: %s:2: interval= given 350000 times\n" % providers
+
+
+@pytest.mark.parametrize("option, line, why", [
+    (["--interval", "1e10"], "", "must be at most 86400 (a day), not 1e10"),
+    (["--timeout", "1e10"], "", "must be at most 86400 (a day), not 1e10"),
+    (["--interval", "86400.5"], "", "must be at most 86400 (a day), not 86400.5"),
+    (["--timeout", "inf"], "", "must be at most 86400 (a day), not inf"),
+    (["--interval", "nan"], "", "must be greater than 0, not nan"),
+    ([], " interval=1e10", "must be at most 86400 (a day), not 1e10"),
+    ([], " interval=inf", "must be at most 86400 (a day), not inf"),
+    ([], " interval=nan", "must be greater than 0, not nan"),
+])
+def test_seconds_beyond_a_day_nan_or_inf_are_exit_2_naming_the_option_or_line(
+        server, tmp_path, capsys, option, line, why):
+    # A wait of 1e10 s overflowed time_t after the first poll, in a loop
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "# one\n%s/gh GitHub%s\n" % (server.url, line))
+    try:
+        code = tracker.main(["--providers", providers, "--once"] + option)
+    except SystemExit as exc:   # argparse's own exit
+        code = exc.code
+    where = "argument %s" % option[0] if option else "%s:2: interval=" % providers
+    assert (code, capsys.readouterr()[1]) == (2, "error: %s: %s" % (where, why) + (
+        " (see --help)\n" if option else "\n"))
+
+
+def test_seconds_up_to_a_day_are_taken(server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub interval=86400\n" % server.url)
+    assert tracker.main(["--providers", providers, "--once", "--interval", "86400",
+                         "--timeout", "86400"]) == 0
+    assert "Incident: Delays starting Actions runs" in capsys.readouterr()[0]
