@@ -149,6 +149,7 @@ MAX_HEADER_LINES = 100           # header fields of one answer (what http.client
 MAX_LINE = 65536                 # bytes of a status, header or chunk-size line
 MAX_HEAD = 262144                # bytes of an answer's status line and header
 MAX_IDLE_CONNECTIONS = 65536     # kept-alive connections, one per directly reached feed
+GZIP_SLICE = 1024                # bytes of gzip data given to zlib at once, at least
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
 BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -301,6 +302,7 @@ _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
+_ZEROS = re.compile(rb"\0*")                     # padding after a gzip member
 
 
 # ---------------------------------------------------------------- data types
@@ -393,7 +395,6 @@ class Response(NamedTuple):
     body: bytes
     etag: Optional[str]
     last_modified: Optional[str]
-    crc32: Optional[int] = None    # a gzip body's, from its trailer: checked before it is used
 
 
 class Job(NamedTuple):
@@ -1740,52 +1741,32 @@ def _read_body(response, limit):
 
 
 def gunzip(data, limit):
-    """Decode a gzip body (RFC 1952), at most `limit` bytes; return it and the CRC-32 it should have.
+    """Return a gzip body (RFC 1952) decoded, at most `limit` bytes; raise FeedError.
 
-    The CRC is the caller's to check, before the body is used: an unchanged
-    OpenAI poll, known by the sha256 of a body once checked, is not used,
-    and the CRC was half the cost of inflating it (zlib 1.2.13: 50 of 130 us).
+    zlib's gzip mode reads each member's header and checks its CRC-32 and
+    length.  A body may hold several members, read end to end (RFC 1952
+    2.2), and zero bytes after one, as gzip.decompress reads them.
     """
-    decoder = zlib.decompressobj(-zlib.MAX_WBITS)      # raw deflate: zlib computes no CRC
-    try:
-        body = decoder.decompress(memoryview(data)[_deflate_start(data):], limit + 1)
-    except zlib.error as exc:
-        raise FeedError("bad gzip data: %s" % exc)
-    if len(body) > limit or decoder.unconsumed_tail:
-        raise FeedError("answer larger than %d bytes after gzip decoding" % limit)
-    trailer = decoder.unused_data[:8]
-    if not decoder.eof or len(trailer) < 8:
-        raise FeedError("gzip data cut short")
-    if int.from_bytes(trailer[4:], "little") != len(body) & 0xFFFFFFFF:
-        raise FeedError("bad gzip data: its length is not the one its trailer states")
-    return body, int.from_bytes(trailer[:4], "little")
-
-
-def _deflate_start(data):
-    """Return where a gzip member's deflate data starts, after its header (RFC 1952 2.3)."""
-    if not b"\x1f\x8b\x08".startswith(data[:3]):      # magic, then CM 8: deflate
-        raise FeedError("bad gzip data: not gzip")
-    flags, start = data[3] if len(data) > 3 else 0, 10
-    if flags & 0xE0:                               # reserved: "must give an error"
-        raise FeedError("bad gzip data: reserved header flags set")
-    if flags & 4:                                  # FEXTRA: its length, then itself
-        start += 2 + int.from_bytes(data[10:12], "little")
-    for flag in (8, 16):                           # FNAME, FCOMMENT: zero-terminated
-        if flags & flag:
-            start = data.find(b"\0", start) + 1 or len(data) + 1
-    if start + (2 if flags & 2 else 0) > len(data):
-        raise FeedError("gzip data cut short")
-    if flags & 2:                                  # FHCRC: the CRC-32 of the header, low half
-        if zlib.crc32(data[:start]) & 0xFFFF != int.from_bytes(data[start:start + 2], "little"):
-            raise FeedError("bad gzip data: header CRC mismatch")
-        start += 2
-    return start
-
-
-def check_crc(response):
-    """Raise FeedError unless a gzip body has the CRC-32 its trailer states."""
-    if response.crc32 is not None and zlib.crc32(response.body) != response.crc32:
-        raise FeedError("bad gzip data: its CRC-32 is not the one its trailer states")
+    parts, size, start, view = [], 0, 0, memoryview(data)
+    while True:
+        decoder, end = zlib.decompressobj(16 + zlib.MAX_WBITS), start
+        while not decoder.eof and end < len(data):
+            # The first member is given the whole body, a later one at most as
+            # much again as it took so far: at a member's end, unused_data copies
+            # the rest of what it was given, and 200,000 empty members stay linear.
+            piece = view[end:end + (max(GZIP_SLICE, end - start) if start else len(data))]
+            try:
+                parts.append(decoder.decompress(piece, limit + 1 - size))
+            except zlib.error as exc:
+                raise FeedError("bad gzip data: %s" % exc)
+            size, end = size + len(parts[-1]), end + len(piece)
+            if size > limit:
+                raise FeedError("answer larger than %d bytes after gzip decoding" % limit)
+        if not decoder.eof:
+            raise FeedError("gzip data cut short")
+        start = _ZEROS.match(data, end - len(decoder.unused_data)).end()
+        if start == len(data):
+            return b"".join(parts)
 
 
 class Route(NamedTuple):
@@ -1967,13 +1948,12 @@ class Fetcher(object):
     def _decoded(self, body, headers):
         """Return the Response of a 200 answer, its body gzip-decoded."""
         encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
-        crc = None
         if encoding in ("gzip", "x-gzip"):
-            body, crc = gunzip(body, self.max_bytes)
+            body = gunzip(body, self.max_bytes)
         elif encoding != "identity":
             raise FeedError("unsupported Content-Encoding %r" % clean_text(encoding, 40))
         return Response(200, body, header_value(headers.get("ETag")),
-                        header_value(headers.get("Last-Modified")), crc)
+                        header_value(headers.get("Last-Modified")))
 
     @staticmethod
     def _http_error(exc):
@@ -2243,8 +2223,7 @@ def fetch_feed(fetch, job, parsing, api=None):
                            seconds=time.monotonic() - started, timeout=job.timeout)
         digest = body_sha256(response.body)
         entries, note = None, ""
-        if digest != job.body_sha256:     # the same digest: a body once checked, not used
-            check_crc(response)
+        if digest != job.body_sha256:     # the same digest: the same entries, not parsed again
             with parsing:
                 entries = parse_feed(response.body)
             if api is not None:
@@ -2311,9 +2290,7 @@ class StatuspageApi(object):
         if checked and self.clock() - checked[0] < ROBOTS_TTL:
             return checked[1]
         try:
-            answer = self.fetch(origin + "/robots.txt", timeout=self.timeout, keep=False)
-            check_crc(answer)
-            body = answer.body
+            body = self.fetch(origin + "/robots.txt", timeout=self.timeout, keep=False).body
         except FeedError as exc:
             if not 400 <= exc.status < 500:   # unreachable: ask again at the next change
                 raise FeedError("robots.txt: %s" % exc)
@@ -2339,7 +2316,6 @@ class StatuspageApi(object):
             etag, modified, known = self._answers.get(origin, (None, None, {}))
         answer = self.fetch(origin + API_INCIDENTS, etag, modified, self.timeout, keep=False)
         if answer.status != 304:
-            check_crc(answer)
             known = parse_incidents(answer.body)
         incidents = dict((code, known[code]) for code in codes if code in known)
         with self._lock:
