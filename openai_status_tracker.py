@@ -292,7 +292,8 @@ _ENTRIES_START = re.compile(rb"<(?:[\w.-]+:)?(?:entry|item)[\s>/]")
 _PROLOG = re.compile(r"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)   # blanks, PIs, comments
 _XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([\w.:-]+)""")
 _UP_TO_LAST_AT = re.compile(r"//.*@")
-_UNRESERVED_ESCAPE = re.compile(r"%(?:4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _INCIDENT_CODE = re.compile(r"/incidents/([0-9a-z]{6,40})\Z")   # a Statuspage incident link
 _OPTION_WORD = re.compile(r"[A-Za-z_]+=")   # providers.txt: trailing key=value words
 _STATUS_LINE = re.compile(r"(HTTP/[0-9]\.[0-9]) +([1-9][0-9][0-9])(?: +(.*))?\Z", re.S)
@@ -1336,8 +1337,8 @@ def normalise_url(url):
     """Return the one spelling of a feed URL (RFC 3986 6.2.2-6.2.3).
 
     Scheme and host in lower case, no default port, no dot segments, no
-    needless %-escapes, no fragment: `HTTP://Host:80/./%78#top` and
-    `http://host/x` are one feed.
+    needless %-escapes and the others in upper case (user:password@ too), no
+    fragment: `HTTP://Host:80/./%78#top` and `http://host/x` are one feed.
     """
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
@@ -1346,15 +1347,21 @@ def normalise_url(url):
         host = "[%s]" % host          # an IPv6 address keeps its brackets
     if parts.port is not None and parts.port != DEFAULT_PORTS.get(scheme):
         host = "%s:%d" % (host, parts.port)
-    userinfo = parts.netloc.rpartition("@")[0]
+    userinfo = _normalise_escapes(parts.netloc.rpartition("@")[0])
     netloc = "%s@%s" % (userinfo, host) if userinfo else host
-    path = _remove_dot_segments(_decode_unreserved(parts.path)) or "/"
-    return urllib.parse.urlunsplit((scheme, netloc, path, _decode_unreserved(parts.query), ""))
+    path = _remove_dot_segments(_normalise_escapes(parts.path)) or "/"
+    return urllib.parse.urlunsplit((scheme, netloc, path, _normalise_escapes(parts.query), ""))
 
 
-def _decode_unreserved(text):
-    """Return text with %-escapes of letters, digits and -._~ decoded (RFC 3986 6.2.2.2)."""
-    return _UNRESERVED_ESCAPE.sub(lambda escape: chr(int(escape.group()[1:], 16)), text)
+def _normalise_escapes(text):
+    """Return text with %-escapes of letters, digits and -._~ decoded, the
+    others in upper case (RFC 3986 6.2.2.1-2)."""
+    return _PERCENT_ESCAPE.sub(_normalise_escape, text)
+
+
+def _normalise_escape(escape):
+    character = chr(int(escape.group()[1:], 16))
+    return character if character in _UNRESERVED else escape.group().upper()
 
 
 def _remove_dot_segments(path):

@@ -3817,3 +3817,19 @@ def test_a_gzip_body_of_several_members_is_read_whole(server, tmp_path, capsys):
         "[2026-07-09 06:01:00] Product: GitHub\n"
         "Status: Update - We are continuing to work on a mitigation.\n"
         "Incident: Delays starting Actions runs (https://www.githubstatus.com/incidents/i30837849)\n")
+
+
+def test_one_feed_with_its_user_and_password_spelt_two_ways_is_one_feed(server, tmp_path, capsys):
+    # RFC 3986 6.2.2: u%31 is u1, %2f is %2F, in user:password@ as in the path;
+    # as two feeds, every event printed twice
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    port = server.url.rpartition(":")[2]
+    providers = write(tmp_path, "p.txt", "http://u%%31:p%%2fw@127.0.0.1:%s/gh GitHub\n"
+                      "http://u1:p%%2Fw@127.0.0.1:%s/gh Again\n" % (port, port))
+    assert [provider.url for provider in tracker.load_providers(providers)] == [
+        "http://u1:p%%2Fw@127.0.0.1:%s/gh" % port]
+    assert tracker.main(["--once", "--providers", providers]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("Status: ") == 1 and "p.txt:2: http://u1:***@127.0.0.1:%s/gh is already" % port in err
+    assert server.script.requests[0][1]["Authorization"] == "Basic " + base64.b64encode(
+        b"u1:p/w").decode()
