@@ -2517,7 +2517,10 @@ class StateFile(object):
         """Return {state key: FeedState}; raise ConfigError if the path cannot be read.
 
         A file whose content cannot be used is set aside as FILE.bad-<time>.
+        A path that can never be written is refused at once, not found out
+        at the first save; temporary files a kill left behind are removed.
         """
+        self._clear_folder()
         try:
             info = os.stat(self.path)
             if not stat.S_ISREG(info.st_mode):    # a directory is never renamed
@@ -2540,6 +2543,22 @@ class StateFile(object):
             return feeds
         except ValueError as exc:
             return self._set_aside(clean_text(str(exc), 200))
+
+    def _clear_folder(self):
+        """Remove write_atomically()'s leftovers beside the file; raise ConfigError if a
+        file cannot be made there."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        leftover = re.compile(re.escape(name) + r"\.tmp-[a-z0-9_]{8}\Z")   # mkstemp's names
+        try:
+            for other in filter(leftover.match, os.listdir(folder)):
+                other = os.path.join(folder, other)
+                if stat.S_ISREG(os.lstat(other).st_mode):   # ours are files, never links
+                    os.unlink(other)
+            descriptor, probe = _temporary_beside(self.path)
+            os.close(descriptor)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError("state file %s: cannot write: %s" % (self.path, exc.strerror or exc))
 
     def _set_aside(self, why):
         aside = "%s.bad-%s" % (self.path, time.strftime("%Y%m%dT%H%M%S"))
@@ -2594,8 +2613,7 @@ def write_atomically(path, data):
     replaces, so an operator's chmod survives.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=os.path.basename(path) + ".tmp-", dir=folder)
+    descriptor, temporary = _temporary_beside(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             try:
@@ -2619,6 +2637,12 @@ def write_atomically(path, data):
         pass
     finally:
         os.close(descriptor)
+
+
+def _temporary_beside(path):
+    """Return (descriptor, name) of a new empty file PATH.tmp-XXXXXXXX (see StateFile._clear_folder)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkstemp(prefix=name + ".tmp-", dir=folder)
 
 
 class Notifier(object):

@@ -3732,3 +3732,29 @@ def test_a_first_look_at_a_generic_feed_prints_only_what_its_words_say_is_open()
                                   True, 0, "AWS").events
     assert [tracker.format_event(e).splitlines()[1][:40] for e in events] == [
         "Status: Service degradation - Recovery i"]
+
+
+# ---------------------------------------------------------------- issue 17: what is remembered
+
+def test_a_start_removes_the_temporary_state_files_a_kill_left_and_nothing_else(
+        server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    ours = ["state.json.tmp-ab_cd123", "state.json.tmp-0zzzzzzz"]   # mkstemp's names
+    theirs = ["state.json.tmp-keep", "state.json.tmp-abcd1234.bak", "other.json.tmp-abcd1234",
+              "state.json.tmp-ABCD1234"]
+    for name in ours + theirs:
+        write(tmp_path, name, "{}")
+    os.symlink(str(tmp_path / "p.txt"), str(tmp_path / "state.json.tmp-link0000"))
+    assert len(once(providers, state, capsys)[0]) == 1
+    assert sorted(os.listdir(str(tmp_path))) == sorted(
+        theirs + ["p.txt", "state.json", "state.json.tmp-link0000"])
+
+
+def test_a_state_path_that_can_never_be_written_is_exit_2_at_start(tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "http://127.0.0.1:9/x\n")
+    state = str(tmp_path / "missing" / "state.json")
+    assert tracker.main(["--once", "--providers", providers, "--state", state]) == 2
+    assert capsys.readouterr()[1] == \
+        "error: state file %s: cannot write: No such file or directory\n" % state
