@@ -160,6 +160,7 @@ LANE_PATIENCE = 0.1              # seconds a poll may wait for a place before it
 LANE_SETTLE = 1.0                # seconds between two narrowings of a lane
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
 HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
+FUTURE_SKEW = 300.0              # seconds: an update dated further past the clock gives a Mark no time
 MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
 STATE_VERSION = 2                # format of the --state file (1: marks of tracker 1.0)
 MAX_STATE_BYTES = 64 * 1024 * 1024   # a larger state file is set aside unread
@@ -920,11 +921,17 @@ def text_crc(entry, index=0):
     return _crc("\n".join((update.label, update.message) + tuple(sorted(entry.components))))
 
 
-def mark_through(entry, index=0):
-    """Return the Mark of an entry whose updates from `index` down (older) were printed."""
-    time_ = _millis(entry.updates[index].time)
-    count = sum(1 for update in entry.updates[index:] if _millis(update.time) == time_)
-    return Mark(time_, count, text_crc(entry, index))
+def mark_through(entry, index=0, until=None):
+    """Return the Mark of an entry whose updates from `index` down (older) were printed.
+
+    until (ms since 1970; None: no limit) is the latest time a Mark may hold.
+    An update dated later (a zone slip, a typo) would make every true update
+    after it look old: it gives the Mark no time, and Mark.count counts it
+    with the updates of the Mark's time.
+    """
+    times = [_millis(update.time) for update in entry.updates[index:]]
+    time_ = next((t for t in times if until is None or t <= until), 0)
+    return Mark(time_, sum(1 for t in times if t >= time_), text_crc(entry, index))
 
 
 def _ahead(new, old):
@@ -932,12 +939,12 @@ def _ahead(new, old):
     return (new.time, new.count) > (old.time, old.count)
 
 
-def fresh_updates(entry, packed):
+def fresh_updates(entry, packed, until=None):
     """Return the indexes of the updates of a known entry not printed yet.
 
-    packed is the entry's packed Mark.  Marks only move forward: a copy
-    older than what was printed (a CDN serving a stale copy between two
-    newer ones) prints nothing.
+    packed is the entry's packed Mark, until as in mark_through().  Marks
+    only move forward: a copy older than what was printed (a CDN serving a
+    stale copy between two newer ones) prints nothing.
     """
     if packed < 0:
         return _fresh_since_format_1(entry, -1 - packed)
@@ -945,15 +952,15 @@ def fresh_updates(entry, packed):
         return list(range(len(entry.updates)))
     old = Mark.unpack(packed)
     if entry.complete:
-        # Statuspage keeps every update, newest on top, each dated to the
-        # minute: a block is new when it is later than the newest printed,
-        # or one more in that same minute.  Blocks deleted or edited in
-        # place print nothing.
+        # Statuspage keeps every update, newest posted on top, each dated
+        # to the minute: of the blocks from the mark's minute on, the lowest
+        # `count` were printed, those above them are new (one more in the
+        # same minute, a later one, one dated past the clock).  Blocks
+        # deleted or edited in place print nothing.
         times = [_millis(update.time) for update in entry.updates]
-        same = [index for index, time_ in enumerate(times) if time_ == old.time]
-        return [index for index, time_ in enumerate(times) if time_ > old.time] + \
-            same[:max(0, len(same) - old.count)]
-    new = mark_through(entry)
+        since = [index for index, time_ in enumerate(times) if time_ >= old.time]
+        return since[:max(0, len(since) - old.count)]
+    new = mark_through(entry, until=until)
     if new.text_crc != old.text_crc and (new.time > old.time or new.time == old.time == 0):
         return [0]        # moved on and reads differently; without a date, reads differently
     return []
@@ -982,24 +989,19 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
     the ones in seen).  On a feed's first poll (first=True) only incidents
     still open print, plus the `history` newest updates; the rest is
     remembered silently.  now (epoch seconds) keeps an entry dated in the
-    future from making real news look old.
+    future from making real news look old, and any Mark from going past it.
     """
     marks, fresh, kept, notes = {}, [], [], []
-    # A new entry whose newest update is well older than the newest one seen
-    # on this feed is history coming into view (a changed id scheme, a wider
-    # window), not an incident that just began.
-    newest = max(seen.values(), default=0) >> MARK_TIME_SHIFT
-    if now is not None:
-        newest = min(newest, int(now * 1000))
-    horizon = newest - HISTORY_WINDOW * 1000
+    until = None if now is None else int((now + FUTURE_SKEW) * 1000)
+    keys = [entry_key(entry.id) for entry in entries]
+    horizon = _history_horizon(seen, keys, now)
     stale = old_news = 0
-    for entry in entries:
-        key = entry_key(entry.id)
+    for entry, key in zip(entries, keys):
         if key in marks:               # a duplicate id: the first one counts
             continue
         kept.append(entry)
         notes.extend(entry.notes)
-        new = mark_through(entry)
+        new = mark_through(entry, until=until)
         packed = seen.get(key)
         # no Mark to compare with: a new entry, NOTHING_PRINTED, a format-1 mark
         old = Mark.unpack(packed) if packed is not None and packed > 0 else None
@@ -1010,7 +1012,7 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
         elif packed is None:
             indexes = range(len(entry.updates))
         else:
-            indexes = fresh_updates(entry, packed)
+            indexes = fresh_updates(entry, packed, until)
         if old is not None and not indexes and not _ahead(new, old):
             marks[key] = packed            # what was printed stays printed
             stale += _ahead(old, new)
@@ -1026,7 +1028,25 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
     if old_news:
         notes.append("%d entries new to the tracker but older than its newest news by "
                      "over %ds: remembered as history, not printed" % (old_news, HISTORY_WINDOW))
-    return Diff(_events(_in_order(fresh), seen, provider), marks, notes)
+    return Diff(_events(_in_order(fresh), seen, provider, until), marks, notes)
+
+
+def _history_horizon(seen, keys, now):
+    """Return the time (ms) a new entry's news must pass not to be history; 0: none is.
+
+    Most of a copy's ids new at once is a changed id scheme or a wider
+    window: of those, an entry well older than the feed's newest news is
+    history coming into view.  A few new ids among known ones are news
+    however old their dates: a page may post an incident afterwards, with
+    its real times (Statuspage and incident.io both allow it).
+    """
+    distinct = set(keys)
+    if len(distinct - seen.keys()) * 2 <= len(distinct):
+        return 0
+    newest = max(seen.values(), default=0) >> MARK_TIME_SHIFT
+    if now is not None:
+        newest = min(newest, int(now * 1000))
+    return newest - HISTORY_WINDOW * 1000
 
 
 def _newest_updates(entries, count):
@@ -1053,17 +1073,17 @@ def _in_order(fresh):
         _time_key(item[0].updates[item[1]].time), -item[1]))
 
 
-def _events(ordered, seen, provider):
+def _events(ordered, seen, provider, until=None):
     """Return Events, each with the mark its entry falls back to if it is not printed."""
     events, printed = [], {}   # entry key -> index of its last event so far
     for entry, index, kind in ordered:
         key = entry_key(entry.id)
         if key in printed:
-            undo = mark_through(entry, printed[key]).pack()
+            undo = mark_through(entry, printed[key], until).pack()
         elif key in seen:
             undo = seen[key]
         elif index + 1 < len(entry.updates):   # first sight: the older ones count as told
-            undo = mark_through(entry, index + 1).pack()
+            undo = mark_through(entry, index + 1, until).pack()
         else:
             undo = NOTHING_PRINTED             # known, and every update still to print
         printed[key] = index

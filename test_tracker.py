@@ -3758,3 +3758,85 @@ def test_a_state_path_that_can_never_be_written_is_exit_2_at_start(tmp_path, cap
     assert tracker.main(["--once", "--providers", providers, "--state", state]) == 2
     assert capsys.readouterr()[1] == \
         "error: state file %s: cannot write: No such file or directory\n" % state
+
+
+def printed_on_a_wall_clock(server, copies, start, interval=600.0):
+    """Poll a loopback feed once per copy, `interval` seconds of a fake clock apart from
+    wall time `start` (the server answers copy n to the nth request); return the statuses."""
+    now, lines = [0.0], []
+
+    def answer(handler):   # in one write: a second small one waits out a delayed ACK
+        body = copies[min(len(server.script.requests), len(copies)) - 1]
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    server.script.set("/feed", answer)
+
+    def wait(seconds):
+        now[0] += seconds
+    poller = tracker.Tracker([tracker.Provider(server.url + "/feed", "P")],
+                             tracker.Config(interval=interval), emit=lines.append,
+                             clock=lambda: now[0], wall=lambda: start + now[0], wait=wait,
+                             lane=InlineLane)
+    assert poller.run(rounds=len(copies)) == 0
+    return [line.splitlines()[1][len("Status: "):] for line in lines]
+
+
+SIX_AM = (at("2026-07-09 06:00") - at("1970-01-01 00:00")).total_seconds()
+SLIPPED = ("Jul 9", "09:00", "Investigating", "Looking.")          # typed 3 h ahead
+IDENTIFIED = ("Jul 9", "06:10", "Identified", "Found it.")          # then true times
+RESOLVED = ("Jul 9", "06:40", "Resolved", "Fixed.")
+
+
+def test_a_statuspage_update_dated_hours_ahead_silences_no_true_update_after_it(server):
+    copies = [github_feed(blocks, "2026-07-09T%s:00Z" % blocks[0][1]) for blocks in (
+        [SLIPPED], [IDENTIFIED, SLIPPED], [IDENTIFIED, SLIPPED], [IDENTIFIED, SLIPPED],
+        [RESOLVED, IDENTIFIED, SLIPPED])]
+    assert printed_on_a_wall_clock(server, copies, SIX_AM) == [
+        "Investigating - Looking.", "Identified - Found it.", "Resolved - Fixed."]
+
+
+def test_an_incidentio_update_dated_hours_ahead_silences_no_true_update_after_it(server):
+    copies = [openai_feed(openai_entry("01SLIP", "Errors", "2026-07-09T%s:00.000Z" % clock,
+                                       label, message))
+              for _, clock, label, message in (SLIPPED, IDENTIFIED, IDENTIFIED, IDENTIFIED,
+                                                RESOLVED)]
+    assert printed_on_a_wall_clock(server, copies, SIX_AM) == [
+        "Investigating - Looking.", "Identified - Found it.", "Resolved - Fixed."]
+
+
+def test_blocks_all_read_hours_ahead_print_once_each_as_the_clock_passes_them(server):
+    # a zone read as UTC that is really UTC+3: every block 3 hours ahead, for good
+    ahead = [("Jul 9", "%02d:%02d" % (9 + n // 6, n % 6 * 10),
+              "Update" if n else "Investigating", "Step %d." % n) for n in range(30)]
+    copies = [github_feed(ahead[n::-1], "2026-07-09T06:00:00Z") for n in range(30)] + \
+        [github_feed(ahead[::-1], "2026-07-09T06:00:00Z")] * 10
+    printed = printed_on_a_wall_clock(server, copies, SIX_AM, interval=1200.0)
+    assert printed == ["Investigating - Step 0."] + ["Update - Step %d." % n for n in range(1, 30)]
+
+
+KNOWN = [openai_entry("01K%d" % n, "Incident %d" % n, "2026-09-%02dT03:00:00.000Z" % (n + 1),
+                      "Resolved", "Fixed %d." % n) for n in range(10)]
+
+
+def test_an_incident_posted_afterwards_with_its_real_earlier_times_prints(server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/oa", openai_feed(*KNOWN[::-1]))
+    assert once(providers, state, capsys)[0] == []
+    # one new id among ten known, dated days before the feed's newest news
+    backfilled = openai_entry("01BACK", "Outage last week", "2026-09-03T12:00:00.000Z",
+                              "Resolved", "It was over in an hour.")
+    server.script.set("/oa", openai_feed(*(KNOWN[:1:-1] + [backfilled] + KNOWN[1::-1])))
+    assert once(providers, state, capsys)[0] == ["Resolved - It was over in an hour."]
+    assert once(providers, state, capsys)[0] == []
+
+
+def test_a_copy_whose_ids_are_mostly_new_at_once_is_history_coming_into_view(
+        server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/oa", openai_feed(*KNOWN[:2:-1]))
+    assert once(providers, state, capsys)[0] == []
+    # a new id scheme and a window three incidents wider: 9 ids of 10 new
+    renamed = [e.replace("01K", "01X") for e in KNOWN[8::-1]]
+    server.script.set("/oa", openai_feed(KNOWN[9], *renamed))
+    assert once(providers, state, capsys)[0] == []
