@@ -159,6 +159,8 @@ LANE_WIDTH = 2                   # polls a lane runs at once, at least (it widen
 LANE_PATIENCE = 0.1              # seconds a poll may wait for a place before its lane widens
 LANE_SETTLE = 1.0                # seconds between two narrowings of a lane
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
+GONE_FLOOR = 1000                # ... but of a feed's entries gone, this many at most
+GONE_PER_ENTRY = 4               # ... plus this many per entry the feed shows now
 HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
 FUTURE_SKEW = 300.0              # seconds: an update dated further past the clock gives a Mark no time
 MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
@@ -1105,19 +1107,36 @@ class Printed(object):
         self.gone = gone if gone is not None else {}      # entry key -> wall time it left
 
     def remembered(self, marks, now):
-        """Return this with the marks of a fresh parse; entries gone GONE_GRACE forgotten."""
+        """Return this with the marks of a fresh parse; entries gone GONE_GRACE forgotten,
+        and the longest gone beyond GONE_FLOOR + GONE_PER_ENTRY per entry shown now.
+
+        Entries leave a real feed a few a week, pushed off by new ones, or for
+        a poll or two (a stale or narrower copy): the bound leaves those alone
+        (a window shrunk to a quarter and grown back, a feed answering empty
+        once) and holds a feed whose ids change on every poll to a few times
+        what it shows, not a week of them in memory and in the state file.
+        """
         seen, gone = dict(self.marks), dict(self.gone)
         for key in seen:
             if key not in marks:
                 gone.setdefault(key, now)
         for key in marks:
             gone.pop(key, None)
-        for key, since in list(gone.items()):
-            if now - since > GONE_GRACE:
-                del gone[key]
-                seen.pop(key, None)
+        expired = [key for key, since in gone.items() if now - since > GONE_GRACE]
+        excess = len(gone) - len(expired) - GONE_FLOOR - GONE_PER_ENTRY * len(marks)
+        if excess > 0:      # the longest gone first: the expired ones, then more
+            expired = sorted(gone, key=gone.get)[:len(expired) + excess]
+        for key in expired:
+            del gone[key]
+            seen.pop(key, None)
         seen.update(marks)
         return Printed(seen, gone)
+
+    def forgetting(self, before):
+        """Return this without the entries that left their feed before `before`."""
+        old = set(key for key, since in self.gone.items() if since < before)
+        return Printed(dict((key, mark) for key, mark in self.marks.items() if key not in old),
+                       dict((key, since) for key, since in self.gone.items() if key not in old))
 
     def taken_back(self, key, undo):
         """Return this with an entry's mark back where it was before an unprinted event."""
@@ -2458,16 +2477,23 @@ def _is_event_line(line):
 
 
 def bounded_outbox(outbox, limit):
-    """Return (outbox trimmed to about `limit` bytes of JSON, lines left out): the
-    oldest of the longest queue go first, so the state file stays loadable."""
+    """Return (outbox trimmed to at most `limit` bytes of UTF-8 JSON, lines left out):
+    the oldest of the longest queue go first, so the state file stays loadable."""
     outbox = dict((key, list(lines)) for key, lines in outbox.items())
-    size = sum(len(line) + 4 for lines in outbox.values() for line in lines)
+    # json.dumps(outbox): "{}", per queue its key, ": [", "]" and ", ", per line ", "
+    sizes = dict((key, [_json_size(line) + 2 for line in lines]) for key, lines in outbox.items())
+    size = 2 + sum(_json_size(key) + 6 + sum(sizes[key]) for key in outbox)
     left_out = 0
-    while size > limit:
-        longest = max(outbox.values(), key=len)
-        size -= len(longest.pop(0)) + 4
+    while size > limit and any(outbox.values()):
+        longest = max(outbox, key=lambda key: len(outbox[key]))
+        outbox[longest].pop(0)
+        size -= sizes[longest].pop(0)
         left_out += 1
     return dict((key, lines) for key, lines in outbox.items() if lines), left_out
+
+
+def _json_size(text):
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def _no_constant(name):
@@ -2600,21 +2626,12 @@ class StateFile(object):
         """
         for url, state in states.items():
             if url in changed or url not in self._fragments:
-                self._fragments[url] = "%s: %s" % (
-                    json.dumps(state_key(url), ensure_ascii=False),
-                    json.dumps(state.to_json(), ensure_ascii=False))
+                self._fragments[url] = _feed_json(url, state)
         for url in list(self._fragments):
             if url not in states:
                 del self._fragments[url]
-        outbox, left_out = bounded_outbox(outbox or {}, MAX_STATE_BYTES // 4)
-        if left_out:
-            self.log("state file %s: %d oldest undelivered events not saved (the outbox "
-                     "would pass %d bytes)" % (self.path, left_out, MAX_STATE_BYTES // 4))
-        text = '{"version": %d, "tracker": %s, "feeds": {\n%s}%s}\n' % (
-            STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()),
-            ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else "")
         try:
-            write_atomically(self.path, text.encode("utf-8"))
+            write_atomically(self.path, self._encoded(states, outbox or {}))
         except OSError as exc:
             if not self._failing:
                 self.log("cannot write state file %s: %s" % (self.path, _describe(exc)))
@@ -2622,6 +2639,50 @@ class StateFile(object):
             return False
         self._failing = False
         return True
+
+    def _encoded(self, states, outbox):
+        """Return the file's bytes, cut to what load() takes (MAX_STATE_BYTES): the outbox
+        has a quarter at most, and what the feeds leave; then the feeds lose the marks of
+        the entries gone from them longest ago.  Raise OSError if even that is too large."""
+        head = ('{"version": %d, "tracker": %s, "feeds": {\n' % (
+            STATE_VERSION, json.dumps(__version__))).encode("utf-8")
+        room = MAX_STATE_BYTES - len(head) - len("}}\n")
+        feeds = ",\n".join(self._fragments.values()).encode("utf-8")
+        if len(feeds) > room:
+            feeds = _fitting_feeds(states, room)
+            self.log("state file %s: the marks of entries gone from their feeds longest ago "
+                     "not saved (the file would pass %d bytes)" % (self.path, MAX_STATE_BYTES))
+        limit = min(MAX_STATE_BYTES // 4, room - len(feeds) - len(', "outbox": '))
+        outbox, left_out = bounded_outbox(outbox, limit)
+        if left_out:
+            self.log("state file %s: %d oldest undelivered events not saved (the outbox "
+                     "would pass %d bytes)" % (self.path, left_out, max(0, limit)))
+        tail = ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else ""
+        return head + feeds + b"}" + tail.encode("utf-8") + b"}\n"
+
+
+def _feed_json(url, state):
+    return "%s: %s" % (json.dumps(state_key(url), ensure_ascii=False),
+                       json.dumps(state.to_json(), ensure_ascii=False))
+
+
+def _fitting_feeds(states, room):
+    """Return the feeds' JSON in `room` bytes without the marks of the entries gone longest
+    (the older half of them, then 3/4, ... then all); raise OSError if it never fits."""
+    times = sorted(since for state in states.values() if state.printed
+                   for since in state.printed.gone.values())
+    keep = len(times)
+    while True:
+        keep //= 2
+        before = times[-keep] if keep else float("inf")
+        feeds = ",\n".join(_feed_json(url, state._replace(
+            printed=state.printed and state.printed.forgetting(before)))
+            for url, state in states.items()).encode("utf-8")
+        if len(feeds) <= room:
+            return feeds
+        if not keep:
+            raise OSError("the feeds alone take %d bytes, more than %d" % (
+                len(feeds), MAX_STATE_BYTES))
 
 
 def write_atomically(path, data):

@@ -2320,7 +2320,8 @@ def test_a_hand_edited_outbox_costs_its_bad_lines_only(server, tmp_path, capsys)
 
 def test_the_outbox_kept_in_the_state_file_is_bounded_oldest_of_the_longest_first():
     outbox = {"a": ["a%d" % n for n in range(10)], "b": ["b0", "b1"]}
-    kept, left_out = tracker.bounded_outbox(outbox, 6 * 6)   # 6 bytes a line: "aN" and 4
+    # json.dumps: 6 bytes a line ('"aN", '), 9 a queue ('"a": [], '), 2 for "{}"
+    kept, left_out = tracker.bounded_outbox(outbox, 6 * 6 + 2 * 9 + 2)
     assert kept == {"a": ["a6", "a7", "a8", "a9"], "b": ["b0", "b1"]} and left_out == 6
     assert tracker.bounded_outbox(outbox, 10 ** 6) == (outbox, 0)
 
@@ -3840,3 +3841,77 @@ def test_a_copy_whose_ids_are_mostly_new_at_once_is_history_coming_into_view(
     renamed = [e.replace("01K", "01X") for e in KNOWN[8::-1]]
     server.script.set("/oa", openai_feed(KNOWN[9], *renamed))
     assert once(providers, state, capsys)[0] == []
+
+
+def test_a_feed_whose_ids_change_on_every_poll_is_remembered_a_few_times_its_size(server):
+    now, shown, polls = [0.0], 101, 60
+    latest = openai_entry("01LATEST", "Latest", "2026-09-10T03:00:00.000Z", "Resolved", "Fixed.")
+
+    def answer(handler):   # the latest incident, then 100 old ones under ids never seen before
+        body = openai_feed(latest, *[openai_entry("01R%d_%d" % (len(server.script.requests), n),
+                                                  "Incident %d" % n, "2026-09-01T03:00:00.000Z",
+                                                  "Resolved", "Fixed.") for n in range(shown - 1)])
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    server.script.set("/feed", answer)
+
+    def wait(seconds):
+        now[0] += seconds
+    lines = []
+    poller = tracker.Tracker([tracker.Provider(server.url + "/feed", "P")],
+                             tracker.Config(interval=60.0), emit=lines.append,
+                             clock=lambda: now[0], wall=lambda: SIX_AM + 67 * 86400 + now[0],
+                             wait=wait, lane=InlineLane)      # Sep 14
+    assert poller.run(rounds=polls) == 0 and lines == []
+    [feed] = poller.feeds.values()
+    printed = feed.state.printed
+    assert len(server.script.requests) == polls
+    assert len(printed.marks) == shown + tracker.GONE_FLOOR + tracker.GONE_PER_ENTRY * shown
+    assert set(printed.gone) < set(printed.marks)
+    # the entries that left last are the ones still remembered
+    assert tracker.entry_key("https://status.openai.com//incidents/01R%d_0" % (polls - 1)) \
+        in printed.gone
+    assert tracker.entry_key("https://status.openai.com//incidents/01R1_0") not in printed.marks
+
+
+def saved_and_loaded(path, states, outbox=None):
+    """Save with a StateFile, load with another; return (loaded feeds, its outbox, logs, size)."""
+    logs = []
+    assert tracker.StateFile(path, logs.append).save(states, set(states), outbox)
+    size = os.path.getsize(path)
+    loader = tracker.StateFile(path, logs.append)
+    return loader.load(), loader.outbox, logs, size
+
+
+def test_an_outbox_of_multibyte_text_is_cut_to_what_the_loader_takes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracker, "MAX_STATE_BYTES", 200000)
+    line = lambda n: json.dumps({"provider": "P", "product": "P", "label": "Update", "n": n,
+                                 "message": u"\U0001F4A5" * 2000}, ensure_ascii=False)
+    outbox = dict(("webhook http://127.0.0.1:%d/x" % port, [line(n) for n in range(40)])
+                  for port in (1, 2, 3))    # three dead targets, 8 KB a line in UTF-8
+    states = {"http://x.test/feed": tracker.FeedState(tracker.Printed({1: 1 << 40}))}
+    feeds, kept, logs, size = saved_and_loaded(str(tmp_path / "state.json"), states, outbox)
+    assert size <= tracker.MAX_STATE_BYTES // 4 + 1000
+    assert [state.printed.marks for state in feeds.values()] == [{1: 1 << 40}]
+    assert sorted(kept) == sorted(outbox)
+    for lines in kept.values():                       # the newest of each queue
+        assert lines == [line(n) for n in range(40 - len(lines), 40)] and len(lines) == 2
+    assert logs == ["state file %s: 114 oldest undelivered events not saved (the outbox "
+                    "would pass 50000 bytes)" % (tmp_path / "state.json")]
+
+
+def test_feeds_larger_than_the_loader_takes_lose_the_entries_gone_longest_ago(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(tracker, "MAX_STATE_BYTES", 200000)
+    states = dict(("http://x.test/%d" % feed, tracker.FeedState(tracker.Printed(
+        dict((feed << 32 | n, 1 << 40) for n in range(5000)),
+        dict((feed << 32 | n, 2 * n + feed) for n in range(1, 5000))))) for feed in (0, 1))
+    path = str(tmp_path / "state.json")
+    feeds, _, logs, size = saved_and_loaded(path, states)
+    assert size <= tracker.MAX_STATE_BYTES and len(feeds) == 2
+    gone = sorted(since for state in feeds.values() for since in state.printed.gone.values())
+    assert gone == list(range(10000 - len(gone), 10000)) and len(gone) > 2000   # the newest
+    for url, state in feeds.items():   # the entries still shown are all kept
+        assert set(states[url].printed.marks) - set(states[url].printed.gone) <= \
+            set(state.printed.marks)
+    assert logs == ["state file %s: the marks of entries gone from their feeds longest ago "
+                    "not saved (the file would pass 200000 bytes)" % path]
