@@ -360,8 +360,8 @@ class Event(NamedTuple):
 
 class Mark(NamedTuple):
     """What was printed of an entry: the dedup dict's value, packed in one int."""
-    time: int              # ms since 1970 of the newest update printed; 0: it had no date
-    count: int             # updates printed that carry that very time, at most 255
+    time: int              # ms since 1970 of the newest update printed not past the clock; 0: none
+    count: int             # updates printed dated `time` or later, at most 255
     text_crc: int          # crc32 of that update's label, message and components
 
     def pack(self):
