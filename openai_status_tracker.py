@@ -161,7 +161,10 @@ LANE_WIDTH = 2                   # polls a lane runs at once, at least (it widen
 LANE_PATIENCE = 0.1              # seconds a poll may wait for a place before its lane widens
 LANE_SETTLE = 1.0                # seconds between two narrowings of a lane
 GONE_GRACE = 7 * 86400.0         # remember entries that left a feed this long
+GONE_FLOOR = 1000                # ... but of a feed's entries gone, this many at most
+GONE_PER_ENTRY = 4               # ... plus this many per entry the feed shows now
 HISTORY_WINDOW = 3600            # seconds: a new entry this much older than a feed's news is history
+FUTURE_SKEW = 300.0              # seconds: an update dated further past the clock gives a Mark no time
 MARK_TIME_SHIFT = 40             # bits below a Mark's time: count (8) and text crc (32)
 STATE_VERSION = 2                # format of the --state file (1: marks of tracker 1.0)
 MAX_STATE_BYTES = 64 * 1024 * 1024   # a larger state file is set aside unread
@@ -365,8 +368,8 @@ class Event(NamedTuple):
 
 class Mark(NamedTuple):
     """What was printed of an entry: the dedup dict's value, packed in one int."""
-    time: int              # ms since 1970 of the newest update printed; 0: it had no date
-    count: int             # updates printed that carry that very time, at most 255
+    time: int              # ms since 1970 of the newest update printed not past the clock; 0: none
+    count: int             # updates printed dated `time` or later, at most 255
     text_crc: int          # crc32 of that update's label, message and components
 
     def pack(self):
@@ -928,11 +931,17 @@ def text_crc(entry, index=0):
     return _crc("\n".join((update.label, update.message) + tuple(sorted(entry.components))))
 
 
-def mark_through(entry, index=0):
-    """Return the Mark of an entry whose updates from `index` down (older) were printed."""
-    time_ = _millis(entry.updates[index].time)
-    count = sum(1 for update in entry.updates[index:] if _millis(update.time) == time_)
-    return Mark(time_, count, text_crc(entry, index))
+def mark_through(entry, index=0, until=None):
+    """Return the Mark of an entry whose updates from `index` down (older) were printed.
+
+    until (ms since 1970; None: no limit) is the latest time a Mark may hold.
+    An update dated later (a zone slip, a typo) would make every true update
+    after it look old: it gives the Mark no time, and Mark.count counts it
+    with the updates of the Mark's time.
+    """
+    times = [_millis(update.time) for update in entry.updates[index:]]
+    time_ = next((t for t in times if until is None or t <= until), 0)
+    return Mark(time_, sum(1 for t in times if t >= time_), text_crc(entry, index))
 
 
 def _ahead(new, old):
@@ -940,12 +949,12 @@ def _ahead(new, old):
     return (new.time, new.count) > (old.time, old.count)
 
 
-def fresh_updates(entry, packed):
+def fresh_updates(entry, packed, until=None):
     """Return the indexes of the updates of a known entry not printed yet.
 
-    packed is the entry's packed Mark.  Marks only move forward: a copy
-    older than what was printed (a CDN serving a stale copy between two
-    newer ones) prints nothing.
+    packed is the entry's packed Mark, until as in mark_through().  Marks
+    only move forward: a copy older than what was printed (a CDN serving a
+    stale copy between two newer ones) prints nothing.
     """
     if packed < 0:
         return _fresh_since_format_1(entry, -1 - packed)
@@ -953,15 +962,15 @@ def fresh_updates(entry, packed):
         return list(range(len(entry.updates)))
     old = Mark.unpack(packed)
     if entry.complete:
-        # Statuspage keeps every update, newest on top, each dated to the
-        # minute: a block is new when it is later than the newest printed,
-        # or one more in that same minute.  Blocks deleted or edited in
-        # place print nothing.
+        # Statuspage keeps every update, newest posted on top, each dated
+        # to the minute: of the blocks from the mark's minute on, the lowest
+        # `count` were printed, those above them are new (one more in the
+        # same minute, a later one, one dated past the clock).  Blocks
+        # deleted or edited in place print nothing.
         times = [_millis(update.time) for update in entry.updates]
-        same = [index for index, time_ in enumerate(times) if time_ == old.time]
-        return [index for index, time_ in enumerate(times) if time_ > old.time] + \
-            same[:max(0, len(same) - old.count)]
-    new = mark_through(entry)
+        since = [index for index, time_ in enumerate(times) if time_ >= old.time]
+        return since[:max(0, len(since) - old.count)]
+    new = mark_through(entry, until=until)
     if new.text_crc != old.text_crc and (new.time > old.time or new.time == old.time == 0):
         return [0]        # moved on and reads differently; without a date, reads differently
     return []
@@ -990,24 +999,19 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
     the ones in seen).  On a feed's first poll (first=True) only incidents
     still open print, plus the `history` newest updates; the rest is
     remembered silently.  now (epoch seconds) keeps an entry dated in the
-    future from making real news look old.
+    future from making real news look old, and any Mark from going past it.
     """
     marks, fresh, kept, notes = {}, [], [], []
-    # A new entry whose newest update is well older than the newest one seen
-    # on this feed is history coming into view (a changed id scheme, a wider
-    # window), not an incident that just began.
-    newest = max(seen.values(), default=0) >> MARK_TIME_SHIFT
-    if now is not None:
-        newest = min(newest, int(now * 1000))
-    horizon = newest - HISTORY_WINDOW * 1000
+    until = None if now is None else int((now + FUTURE_SKEW) * 1000)
+    keys = [entry_key(entry.id) for entry in entries]
+    horizon = _history_horizon(seen, keys, now)
     stale = old_news = 0
-    for entry in entries:
-        key = entry_key(entry.id)
+    for entry, key in zip(entries, keys):
         if key in marks:               # a duplicate id: the first one counts
             continue
         kept.append(entry)
         notes.extend(entry.notes)
-        new = mark_through(entry)
+        new = mark_through(entry, until=until)
         packed = seen.get(key)
         # no Mark to compare with: a new entry, NOTHING_PRINTED, a format-1 mark
         old = Mark.unpack(packed) if packed is not None and packed > 0 else None
@@ -1018,7 +1022,7 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
         elif packed is None:
             indexes = range(len(entry.updates))
         else:
-            indexes = fresh_updates(entry, packed)
+            indexes = fresh_updates(entry, packed, until)
         if old is not None and not indexes and not _ahead(new, old):
             marks[key] = packed            # what was printed stays printed
             stale += _ahead(old, new)
@@ -1034,7 +1038,25 @@ def diff_entries(seen, entries, first=False, history=0, provider="", now=None):
     if old_news:
         notes.append("%d entries new to the tracker but older than its newest news by "
                      "over %ds: remembered as history, not printed" % (old_news, HISTORY_WINDOW))
-    return Diff(_events(_in_order(fresh), seen, provider), marks, notes)
+    return Diff(_events(_in_order(fresh), seen, provider, until), marks, notes)
+
+
+def _history_horizon(seen, keys, now):
+    """Return the time (ms) a new entry's news must pass not to be history; 0: none is.
+
+    Most of a copy's ids new at once is a changed id scheme or a wider
+    window: of those, an entry well older than the feed's newest news is
+    history coming into view.  A few new ids among known ones are news
+    however old their dates: a page may post an incident afterwards, with
+    its real times (Statuspage and incident.io both allow it).
+    """
+    distinct = set(keys)
+    if len(distinct - seen.keys()) * 2 <= len(distinct):
+        return 0
+    newest = max(seen.values(), default=0) >> MARK_TIME_SHIFT
+    if now is not None:
+        newest = min(newest, int(now * 1000))
+    return newest - HISTORY_WINDOW * 1000
 
 
 def _newest_updates(entries, count):
@@ -1061,17 +1083,17 @@ def _in_order(fresh):
         _time_key(item[0].updates[item[1]].time), -item[1]))
 
 
-def _events(ordered, seen, provider):
+def _events(ordered, seen, provider, until=None):
     """Return Events, each with the mark its entry falls back to if it is not printed."""
     events, printed = [], {}   # entry key -> index of its last event so far
     for entry, index, kind in ordered:
         key = entry_key(entry.id)
         if key in printed:
-            undo = mark_through(entry, printed[key]).pack()
+            undo = mark_through(entry, printed[key], until).pack()
         elif key in seen:
             undo = seen[key]
         elif index + 1 < len(entry.updates):   # first sight: the older ones count as told
-            undo = mark_through(entry, index + 1).pack()
+            undo = mark_through(entry, index + 1, until).pack()
         else:
             undo = NOTHING_PRINTED             # known, and every update still to print
         printed[key] = index
@@ -1093,19 +1115,36 @@ class Printed(object):
         self.gone = gone if gone is not None else {}      # entry key -> wall time it left
 
     def remembered(self, marks, now):
-        """Return this with the marks of a fresh parse; entries gone GONE_GRACE forgotten."""
+        """Return this with the marks of a fresh parse; entries gone GONE_GRACE forgotten,
+        and the longest gone beyond GONE_FLOOR + GONE_PER_ENTRY per entry shown now.
+
+        Entries leave a real feed a few a week, pushed off by new ones, or for
+        a poll or two (a stale or narrower copy): the bound leaves those alone
+        (a window shrunk to a quarter and grown back, a feed answering empty
+        once) and holds a feed whose ids change on every poll to a few times
+        what it shows, not a week of them in memory and in the state file.
+        """
         seen, gone = dict(self.marks), dict(self.gone)
         for key in seen:
             if key not in marks:
                 gone.setdefault(key, now)
         for key in marks:
             gone.pop(key, None)
-        for key, since in list(gone.items()):
-            if now - since > GONE_GRACE:
-                del gone[key]
-                seen.pop(key, None)
+        expired = [key for key, since in gone.items() if now - since > GONE_GRACE]
+        excess = len(gone) - len(expired) - GONE_FLOOR - GONE_PER_ENTRY * len(marks)
+        if excess > 0:      # the longest gone first: the expired ones, then more
+            expired = sorted(gone, key=gone.get)[:len(expired) + excess]
+        for key in expired:
+            del gone[key]
+            seen.pop(key, None)
         seen.update(marks)
         return Printed(seen, gone)
+
+    def forgetting(self, before):
+        """Return this without the entries that left their feed before `before`."""
+        old = set(key for key, since in self.gone.items() if since < before)
+        return Printed(dict((key, mark) for key, mark in self.marks.items() if key not in old),
+                       dict((key, since) for key, since in self.gone.items() if key not in old))
 
     def taken_back(self, key, undo):
         """Return this with an entry's mark back where it was before an unprinted event."""
@@ -2450,16 +2489,23 @@ def _is_event_line(line):
 
 
 def bounded_outbox(outbox, limit):
-    """Return (outbox trimmed to about `limit` bytes of JSON, lines left out): the
-    oldest of the longest queue go first, so the state file stays loadable."""
+    """Return (outbox trimmed to at most `limit` bytes of UTF-8 JSON, lines left out):
+    the oldest of the longest queue go first, so the state file stays loadable."""
     outbox = dict((key, list(lines)) for key, lines in outbox.items())
-    size = sum(len(line) + 4 for lines in outbox.values() for line in lines)
+    # json.dumps(outbox): "{}", per queue its key, ": [", "]" and ", ", per line ", "
+    sizes = dict((key, [_json_size(line) + 2 for line in lines]) for key, lines in outbox.items())
+    size = 2 + sum(_json_size(key) + 6 + sum(sizes[key]) for key in outbox)
     left_out = 0
-    while size > limit:
-        longest = max(outbox.values(), key=len)
-        size -= len(longest.pop(0)) + 4
+    while size > limit and any(outbox.values()):
+        longest = max(outbox, key=lambda key: len(outbox[key]))
+        outbox[longest].pop(0)
+        size -= sizes[longest].pop(0)
         left_out += 1
     return dict((key, lines) for key, lines in outbox.items() if lines), left_out
+
+
+def _json_size(text):
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def _no_constant(name):
@@ -2529,7 +2575,10 @@ class StateFile(object):
         """Return {state key: FeedState}; raise ConfigError if the path cannot be read.
 
         A file whose content cannot be used is set aside as FILE.bad-<time>.
+        A path that can never be written is refused at once, not found out
+        at the first save; temporary files a kill left behind are removed.
         """
+        self._clear_folder()
         try:
             info = os.stat(self.path)
             if not stat.S_ISREG(info.st_mode):    # a directory is never renamed
@@ -2553,6 +2602,22 @@ class StateFile(object):
         except ValueError as exc:
             return self._set_aside(clean_text(str(exc), 200))
 
+    def _clear_folder(self):
+        """Remove write_atomically()'s leftovers beside the file; raise ConfigError if a
+        file cannot be made there."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        leftover = re.compile(re.escape(name) + r"\.tmp-[a-z0-9_]{8}\Z")   # mkstemp's names
+        try:
+            for other in filter(leftover.match, os.listdir(folder)):
+                other = os.path.join(folder, other)
+                if stat.S_ISREG(os.lstat(other).st_mode):   # ours are files, never links
+                    os.unlink(other)
+            descriptor, probe = _temporary_beside(self.path)
+            os.close(descriptor)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError("state file %s: cannot write: %s" % (self.path, exc.strerror or exc))
+
     def _set_aside(self, why):
         aside = "%s.bad-%s" % (self.path, time.strftime("%Y%m%dT%H%M%S"))
         try:
@@ -2573,21 +2638,12 @@ class StateFile(object):
         """
         for url, state in states.items():
             if url in changed or url not in self._fragments:
-                self._fragments[url] = "%s: %s" % (
-                    json.dumps(state_key(url), ensure_ascii=False),
-                    json.dumps(state.to_json(), ensure_ascii=False))
+                self._fragments[url] = _feed_json(url, state)
         for url in list(self._fragments):
             if url not in states:
                 del self._fragments[url]
-        outbox, left_out = bounded_outbox(outbox or {}, MAX_STATE_BYTES // 4)
-        if left_out:
-            self.log("state file %s: %d oldest undelivered events not saved (the outbox "
-                     "would pass %d bytes)" % (self.path, left_out, MAX_STATE_BYTES // 4))
-        text = '{"version": %d, "tracker": %s, "feeds": {\n%s}%s}\n' % (
-            STATE_VERSION, json.dumps(__version__), ",\n".join(self._fragments.values()),
-            ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else "")
         try:
-            write_atomically(self.path, text.encode("utf-8"))
+            write_atomically(self.path, self._encoded(states, outbox or {}))
         except OSError as exc:
             if not self._failing:
                 self.log("cannot write state file %s: %s" % (self.path, _describe(exc)))
@@ -2595,6 +2651,50 @@ class StateFile(object):
             return False
         self._failing = False
         return True
+
+    def _encoded(self, states, outbox):
+        """Return the file's bytes, cut to what load() takes (MAX_STATE_BYTES): the outbox
+        has a quarter at most, and what the feeds leave; then the feeds lose the marks of
+        the entries gone from them longest ago.  Raise OSError if even that is too large."""
+        head = ('{"version": %d, "tracker": %s, "feeds": {\n' % (
+            STATE_VERSION, json.dumps(__version__))).encode("utf-8")
+        room = MAX_STATE_BYTES - len(head) - len("}}\n")
+        feeds = ",\n".join(self._fragments.values()).encode("utf-8")
+        if len(feeds) > room:
+            feeds = _fitting_feeds(states, room)
+            self.log("state file %s: the marks of entries gone from their feeds longest ago "
+                     "not saved (the file would pass %d bytes)" % (self.path, MAX_STATE_BYTES))
+        limit = min(MAX_STATE_BYTES // 4, room - len(feeds) - len(', "outbox": '))
+        outbox, left_out = bounded_outbox(outbox, limit)
+        if left_out:
+            self.log("state file %s: %d oldest undelivered events not saved (the outbox "
+                     "would pass %d bytes)" % (self.path, left_out, max(0, limit)))
+        tail = ', "outbox": %s' % json.dumps(outbox, ensure_ascii=False) if outbox else ""
+        return head + feeds + b"}" + tail.encode("utf-8") + b"}\n"
+
+
+def _feed_json(url, state):
+    return "%s: %s" % (json.dumps(state_key(url), ensure_ascii=False),
+                       json.dumps(state.to_json(), ensure_ascii=False))
+
+
+def _fitting_feeds(states, room):
+    """Return the feeds' JSON in `room` bytes without the marks of the entries gone longest
+    (the older half of them, then 3/4, ... then all); raise OSError if it never fits."""
+    times = sorted(since for state in states.values() if state.printed
+                   for since in state.printed.gone.values())
+    keep = len(times)
+    while True:
+        keep //= 2
+        before = times[-keep] if keep else float("inf")
+        feeds = ",\n".join(_feed_json(url, state._replace(
+            printed=state.printed and state.printed.forgetting(before)))
+            for url, state in states.items()).encode("utf-8")
+        if len(feeds) <= room:
+            return feeds
+        if not keep:
+            raise OSError("the feeds alone take %d bytes, more than %d" % (
+                len(feeds), MAX_STATE_BYTES))
 
 
 def write_atomically(path, data):
@@ -2606,8 +2706,7 @@ def write_atomically(path, data):
     replaces, so an operator's chmod survives.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=os.path.basename(path) + ".tmp-", dir=folder)
+    descriptor, temporary = _temporary_beside(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             try:
@@ -2631,6 +2730,12 @@ def write_atomically(path, data):
         pass
     finally:
         os.close(descriptor)
+
+
+def _temporary_beside(path):
+    """Return (descriptor, name) of a new empty file PATH.tmp-XXXXXXXX (see StateFile._clear_folder)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkstemp(prefix=name + ".tmp-", dir=folder)
 
 
 class Notifier(object):

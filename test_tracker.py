@@ -2320,7 +2320,8 @@ def test_a_hand_edited_outbox_costs_its_bad_lines_only(server, tmp_path, capsys)
 
 def test_the_outbox_kept_in_the_state_file_is_bounded_oldest_of_the_longest_first():
     outbox = {"a": ["a%d" % n for n in range(10)], "b": ["b0", "b1"]}
-    kept, left_out = tracker.bounded_outbox(outbox, 6 * 6)   # 6 bytes a line: "aN" and 4
+    # json.dumps: 6 bytes a line ('"aN", '), 9 a queue ('"a": [], '), 2 for "{}"
+    kept, left_out = tracker.bounded_outbox(outbox, 6 * 6 + 2 * 9 + 2)
     assert kept == {"a": ["a6", "a7", "a8", "a9"], "b": ["b0", "b1"]} and left_out == 6
     assert tracker.bounded_outbox(outbox, 10 ** 6) == (outbox, 0)
 
@@ -3833,3 +3834,185 @@ def test_one_feed_with_its_user_and_password_spelt_two_ways_is_one_feed(server, 
     assert out.count("Status: ") == 1 and "p.txt:2: http://u1:***@127.0.0.1:%s/gh is already" % port in err
     assert server.script.requests[0][1]["Authorization"] == "Basic " + base64.b64encode(
         b"u1:p/w").decode()
+
+
+# ---------------------------------------------------------------- issue 17: what is remembered
+
+def test_a_start_removes_the_temporary_state_files_a_kill_left_and_nothing_else(
+        server, tmp_path, capsys):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    state = str(tmp_path / "state.json")
+    ours = ["state.json.tmp-ab_cd123", "state.json.tmp-0zzzzzzz"]   # mkstemp's names
+    theirs = ["state.json.tmp-keep", "state.json.tmp-abcd1234.bak", "other.json.tmp-abcd1234",
+              "state.json.tmp-ABCD1234"]
+    for name in ours + theirs:
+        write(tmp_path, name, "{}")
+    os.symlink(str(tmp_path / "p.txt"), str(tmp_path / "state.json.tmp-link0000"))
+    assert len(once(providers, state, capsys)[0]) == 1
+    assert sorted(os.listdir(str(tmp_path))) == sorted(
+        theirs + ["p.txt", "state.json", "state.json.tmp-link0000"])
+
+
+def test_a_state_path_that_can_never_be_written_is_exit_2_at_start(tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "http://127.0.0.1:9/x\n")
+    state = str(tmp_path / "missing" / "state.json")
+    assert tracker.main(["--once", "--providers", providers, "--state", state]) == 2
+    assert capsys.readouterr()[1] == \
+        "error: state file %s: cannot write: No such file or directory\n" % state
+
+
+def printed_on_a_wall_clock(server, copies, start, interval=600.0):
+    """Poll a loopback feed once per copy, `interval` seconds of a fake clock apart from
+    wall time `start` (the server answers copy n to the nth request); return the statuses."""
+    now, lines = [0.0], []
+
+    def answer(handler):   # in one write: a second small one waits out a delayed ACK
+        body = copies[min(len(server.script.requests), len(copies)) - 1]
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    server.script.set("/feed", answer)
+
+    def wait(seconds):
+        now[0] += seconds
+    poller = tracker.Tracker([tracker.Provider(server.url + "/feed", "P")],
+                             tracker.Config(interval=interval), emit=lines.append,
+                             clock=lambda: now[0], wall=lambda: start + now[0], wait=wait,
+                             lane=InlineLane)
+    assert poller.run(rounds=len(copies)) == 0
+    return [line.splitlines()[1][len("Status: "):] for line in lines]
+
+
+SIX_AM = (at("2026-07-09 06:00") - at("1970-01-01 00:00")).total_seconds()
+SLIPPED = ("Jul 9", "09:00", "Investigating", "Looking.")          # typed 3 h ahead
+IDENTIFIED = ("Jul 9", "06:10", "Identified", "Found it.")          # then true times
+RESOLVED = ("Jul 9", "06:40", "Resolved", "Fixed.")
+
+
+def test_a_statuspage_update_dated_hours_ahead_silences_no_true_update_after_it(server):
+    copies = [github_feed(blocks, "2026-07-09T%s:00Z" % blocks[0][1]) for blocks in (
+        [SLIPPED], [IDENTIFIED, SLIPPED], [IDENTIFIED, SLIPPED], [IDENTIFIED, SLIPPED],
+        [RESOLVED, IDENTIFIED, SLIPPED])]
+    assert printed_on_a_wall_clock(server, copies, SIX_AM) == [
+        "Investigating - Looking.", "Identified - Found it.", "Resolved - Fixed."]
+
+
+def test_an_incidentio_update_dated_hours_ahead_silences_no_true_update_after_it(server):
+    copies = [openai_feed(openai_entry("01SLIP", "Errors", "2026-07-09T%s:00.000Z" % clock,
+                                       label, message))
+              for _, clock, label, message in (SLIPPED, IDENTIFIED, IDENTIFIED, IDENTIFIED,
+                                                RESOLVED)]
+    assert printed_on_a_wall_clock(server, copies, SIX_AM) == [
+        "Investigating - Looking.", "Identified - Found it.", "Resolved - Fixed."]
+
+
+def test_blocks_all_read_hours_ahead_print_once_each_as_the_clock_passes_them(server):
+    # a zone read as UTC that is really UTC+3: every block 3 hours ahead, for good
+    ahead = [("Jul 9", "%02d:%02d" % (9 + n // 6, n % 6 * 10),
+              "Update" if n else "Investigating", "Step %d." % n) for n in range(30)]
+    copies = [github_feed(ahead[n::-1], "2026-07-09T06:00:00Z") for n in range(30)] + \
+        [github_feed(ahead[::-1], "2026-07-09T06:00:00Z")] * 10
+    printed = printed_on_a_wall_clock(server, copies, SIX_AM, interval=1200.0)
+    assert printed == ["Investigating - Step 0."] + ["Update - Step %d." % n for n in range(1, 30)]
+
+
+KNOWN = [openai_entry("01K%d" % n, "Incident %d" % n, "2026-09-%02dT03:00:00.000Z" % (n + 1),
+                      "Resolved", "Fixed %d." % n) for n in range(10)]
+
+
+def test_an_incident_posted_afterwards_with_its_real_earlier_times_prints(server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/oa", openai_feed(*KNOWN[::-1]))
+    assert once(providers, state, capsys)[0] == []
+    # one new id among ten known, dated days before the feed's newest news
+    backfilled = openai_entry("01BACK", "Outage last week", "2026-09-03T12:00:00.000Z",
+                              "Resolved", "It was over in an hour.")
+    server.script.set("/oa", openai_feed(*(KNOWN[:1:-1] + [backfilled] + KNOWN[1::-1])))
+    assert once(providers, state, capsys)[0] == ["Resolved - It was over in an hour."]
+    assert once(providers, state, capsys)[0] == []
+
+
+def test_a_copy_whose_ids_are_mostly_new_at_once_is_history_coming_into_view(
+        server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/oa OpenAI\n" % server.url)
+    state = str(tmp_path / "state.json")
+    server.script.set("/oa", openai_feed(*KNOWN[:2:-1]))
+    assert once(providers, state, capsys)[0] == []
+    # a new id scheme and a window three incidents wider: 9 ids of 10 new
+    renamed = [e.replace("01K", "01X") for e in KNOWN[8::-1]]
+    server.script.set("/oa", openai_feed(KNOWN[9], *renamed))
+    assert once(providers, state, capsys)[0] == []
+
+
+def test_a_feed_whose_ids_change_on_every_poll_is_remembered_a_few_times_its_size(server):
+    now, shown, polls = [0.0], 101, 60
+    latest = openai_entry("01LATEST", "Latest", "2026-09-10T03:00:00.000Z", "Resolved", "Fixed.")
+
+    def answer(handler):   # the latest incident, then 100 old ones under ids never seen before
+        body = openai_feed(latest, *[openai_entry("01R%d_%d" % (len(server.script.requests), n),
+                                                  "Incident %d" % n, "2026-09-01T03:00:00.000Z",
+                                                  "Resolved", "Fixed.") for n in range(shown - 1)])
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    server.script.set("/feed", answer)
+
+    def wait(seconds):
+        now[0] += seconds
+    lines = []
+    poller = tracker.Tracker([tracker.Provider(server.url + "/feed", "P")],
+                             tracker.Config(interval=60.0), emit=lines.append,
+                             clock=lambda: now[0], wall=lambda: SIX_AM + 67 * 86400 + now[0],
+                             wait=wait, lane=InlineLane)      # Sep 14
+    assert poller.run(rounds=polls) == 0 and lines == []
+    [feed] = poller.feeds.values()
+    printed = feed.state.printed
+    assert len(server.script.requests) == polls
+    assert len(printed.marks) == shown + tracker.GONE_FLOOR + tracker.GONE_PER_ENTRY * shown
+    assert set(printed.gone) < set(printed.marks)
+    # the entries that left last are the ones still remembered
+    assert tracker.entry_key("https://status.openai.com//incidents/01R%d_0" % (polls - 1)) \
+        in printed.gone
+    assert tracker.entry_key("https://status.openai.com//incidents/01R1_0") not in printed.marks
+
+
+def saved_and_loaded(path, states, outbox=None):
+    """Save with a StateFile, load with another; return (loaded feeds, its outbox, logs, size)."""
+    logs = []
+    assert tracker.StateFile(path, logs.append).save(states, set(states), outbox)
+    size = os.path.getsize(path)
+    loader = tracker.StateFile(path, logs.append)
+    return loader.load(), loader.outbox, logs, size
+
+
+def test_an_outbox_of_multibyte_text_is_cut_to_what_the_loader_takes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracker, "MAX_STATE_BYTES", 200000)
+    line = lambda n: json.dumps({"provider": "P", "product": "P", "label": "Update", "n": n,
+                                 "message": u"\U0001F4A5" * 2000}, ensure_ascii=False)
+    outbox = dict(("webhook http://127.0.0.1:%d/x" % port, [line(n) for n in range(40)])
+                  for port in (1, 2, 3))    # three dead targets, 8 KB a line in UTF-8
+    states = {"http://x.test/feed": tracker.FeedState(tracker.Printed({1: 1 << 40}))}
+    feeds, kept, logs, size = saved_and_loaded(str(tmp_path / "state.json"), states, outbox)
+    assert size <= tracker.MAX_STATE_BYTES // 4 + 1000
+    assert [state.printed.marks for state in feeds.values()] == [{1: 1 << 40}]
+    assert sorted(kept) == sorted(outbox)
+    for lines in kept.values():                       # the newest of each queue
+        assert lines == [line(n) for n in range(40 - len(lines), 40)] and len(lines) == 2
+    assert logs == ["state file %s: 114 oldest undelivered events not saved (the outbox "
+                    "would pass 50000 bytes)" % (tmp_path / "state.json")]
+
+
+def test_feeds_larger_than_the_loader_takes_lose_the_entries_gone_longest_ago(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(tracker, "MAX_STATE_BYTES", 200000)
+    states = dict(("http://x.test/%d" % feed, tracker.FeedState(tracker.Printed(
+        dict((feed << 32 | n, 1 << 40) for n in range(5000)),
+        dict((feed << 32 | n, 2 * n + feed) for n in range(1, 5000))))) for feed in (0, 1))
+    path = str(tmp_path / "state.json")
+    feeds, _, logs, size = saved_and_loaded(path, states)
+    assert size <= tracker.MAX_STATE_BYTES and len(feeds) == 2
+    gone = sorted(since for state in feeds.values() for since in state.printed.gone.values())
+    assert gone == list(range(10000 - len(gone), 10000)) and len(gone) > 2000   # the newest
+    for url, state in feeds.items():   # the entries still shown are all kept
+        assert set(states[url].printed.marks) - set(states[url].printed.gone) <= \
+            set(state.printed.marks)
+    assert logs == ["state file %s: the marks of entries gone from their feeds longest ago "
+                    "not saved (the file would pass 200000 bytes)" % path]
