@@ -87,6 +87,7 @@ import base64
 import binascii
 import collections
 import concurrent.futures
+import errno
 import hashlib
 import heapq
 import hmac
@@ -3709,19 +3710,40 @@ def _safe_stream(stream):
 
 def _writer(stream):
     def write(text):
+        if stream is None:     # started with it closed (`>&-`): Python made it None
+            raise OSError(errno.EBADF, "Bad file descriptor")
         stream.write(text + "\n")
         stream.flush()   # under systemd stdout is a pipe: nothing waits in a buffer
     return write
 
 
+def _hold_closed_stdio():
+    """Hold fds 1 and 2 on /dev/null when started without them: a socket or file opened
+    later must not take their numbers (a command's stderr would write into it).
+    Read-only for stdout, so printing fails as on a closed pipe; Python's
+    sys.stdout stays None and _writer says so."""
+    for fd, flags in ((1, os.O_RDONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, flags)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+
+
 def main(argv=None):
     """Run the tracker; return the exit code."""
     args = build_parser().parse_args(argv)
+    _hold_closed_stdio()
     out, err = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     write_err = _writer(err)
 
     def log(text):
-        write_err(clean_text(text, 1000))
+        try:
+            write_err(clean_text(text, 1000))
+        except (OSError, ValueError):
+            pass             # stderr closed: the logs are lost, never the events
 
     def providers_now():
         notes = []
@@ -3847,6 +3869,8 @@ def finish_deliveries(couriers, tracker, wait, log):
 
 def _silence(stream):
     """Point a broken stdout at /dev/null, so the exit's flush adds no traceback."""
+    if stream is None:           # started without one: nothing to flush at exit
+        return
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())

@@ -3732,3 +3732,27 @@ def test_a_first_look_at_a_generic_feed_prints_only_what_its_words_say_is_open()
                                   True, 0, "AWS").events
     assert [tracker.format_event(e).splitlines()[1][:40] for e in events] == [
         "Status: Service degradation - Recovery i"]
+
+
+# ---------------------------------------------------------------- issue 17: delivery and stdout
+
+def run_with_fd_closed(fd, args):
+    """Run the tracker as a subprocess started with fd 1 or 2 closed (as `>&-`, `2>&-`)."""
+    pipes = {1: {"stderr": subprocess.PIPE}, 2: {"stdout": subprocess.PIPE}}[fd]
+    return subprocess.run(args, preexec_fn=lambda: os.close(fd), universal_newlines=True,
+                          timeout=30, **pipes)
+
+
+def test_stdout_closed_at_start_loses_no_event_and_stderr_closed_loses_only_logs(
+        server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    args = [sys.executable, SCRIPT, "--once", "--providers", providers,
+            "--state", str(tmp_path / "state.json")]
+    closed = run_with_fd_closed(1, args)
+    assert closed.returncode == 1 and "Traceback" not in closed.stderr
+    assert "stdout is closed (bad file descriptor): 1 event not printed" in closed.stderr
+    again = run_with_fd_closed(2, args)            # logs lost, the event printed
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[1] == \
+        "Status: Update - We are continuing to work on a mitigation."
