@@ -1669,12 +1669,27 @@ def parse_retry_after(value, now=None):
     """Return Retry-After (seconds or HTTP date, RFC 9110 10.2.3) in seconds, or None."""
     value = (value or "").strip()
     if re.match(r"[0-9]+$", value):   # not str.isdigit(): "\xb2" is a digit to it
-        return min(float(value), RETRY_AFTER_CAP)
+        return wait_seconds(value)
     when = parse_date(value) if value else None
     if when is None:
         return None
     now = now if now is not None else time.time()
-    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_CAP)
+    return wait_seconds(when.timestamp() - now)
+
+
+def wait_seconds(value):
+    """Return a wait a server asked for as seconds within 0..RETRY_AFTER_CAP, or None.
+
+    Every number from the network goes through here: a 400-digit one is an
+    OverflowError to float(), and inf or nan a wait that never ends.
+    """
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return RETRY_AFTER_CAP
+    except (TypeError, ValueError):
+        return None
+    return None if seconds != seconds else max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
 def _describe(error):
@@ -2852,10 +2867,10 @@ def retry_after_of(status, headers, body):
     wait = parse_retry_after(headers.get("Retry-After")) if headers else None
     if wait is None and status == 429:
         try:
-            wait = float(json.loads(body.decode("utf-8"))["retry_after"])
+            wait = wait_seconds(json.loads(body.decode("utf-8"))["retry_after"])
         except (ValueError, KeyError, TypeError, AttributeError):
             wait = None
-    return None if wait is None else max(0.0, min(wait, RETRY_AFTER_CAP))
+    return wait
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -3045,10 +3060,12 @@ class Courier(object):
             self._lock.notify()
 
     def _wait(self, seconds):
-        """Sleep, unless stopped; True when stopped."""
+        """Sleep the whole `seconds` unless stopped; True when stopped.  A backoff,
+        a Retry-After or the pace is a wait on purpose: put() wakes only an idle courier."""
+        deadline = time.monotonic() + seconds
         with self._lock:
-            if not self._stopping and seconds > 0:
-                self._lock.wait(seconds)
+            while not self._stopping and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
             return self._stopping
 
     def _run(self):

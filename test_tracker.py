@@ -3756,3 +3756,39 @@ def test_stdout_closed_at_start_loses_no_event_and_stderr_closed_loses_only_logs
     assert again.returncode == 0
     assert again.stdout.splitlines()[1] == \
         "Status: Update - We are continuing to work on a mitigation."
+
+
+def test_a_429_asking_for_a_400_digit_wait_waits_the_cap_and_keeps_the_event(server):
+    huge = "9" * 400
+    server.script.answers["/api/webhooks/1/x"] = [
+        (429, {}, ('{"message": "rate limited", "retry_after": %s}' % huge).encode()),
+        (429, {"Retry-After": huge}, b""), (429, {}, b'{"retry_after": NaN}')]
+    courier, logs, delays = recording_courier(
+        tracker.parse_target("discord:" + server.url + "/api/webhooks/1/x"))
+    courier.put(openai_lines()[:1])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    assert [retry for _, retry in delays] == [tracker.RETRY_AFTER_CAP] * 2 + [None]
+    assert (courier.delivered, courier.refused) == (1, 0) and len(server.script.posts) == 4
+    assert not any("internal error" in line for line in logs)
+
+
+def test_new_events_never_cut_a_retry_after_or_the_pace_short(server):
+    server.script.answers["/hook"] = [(429, {"Retry-After": "30"}, b"")]
+    courier = tracker.Courier(tracker.parse_target(server.url + "/hook"),
+                              lambda t, line: tracker.deliver(t, line, 2.0), [].append)
+    lines = openai_lines()
+    for line in lines[:5]:                               # a new event every 0.15 s
+        courier.put([line])
+        time.sleep(0.15)
+    courier.stop()
+    assert len(server.script.posts) == 1                 # then 30 s of waiting, on purpose
+    paced = tracker.Courier(tracker.parse_target("slack:" + server.url + "/slack"),
+                            lambda t, line: tracker.deliver(t, line, 2.0), [].append, pace=0.3)
+    for line in lines[:3]:
+        paced.put([line])
+        time.sleep(0.1)
+    assert settle(lambda: paced.idle())
+    paced.stop()
+    times = [post[0] for post in server.script.posts[1:]]
+    assert len(times) == 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.3 - 0.01
