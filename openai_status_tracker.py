@@ -297,6 +297,7 @@ _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
+_QUEUED_ID = re.compile(r'\{"webhook_id": "(msg_[0-9a-f]{32})", ')   # see queued_line()
 
 
 # ---------------------------------------------------------------- data types
@@ -2822,9 +2823,23 @@ def teams_message(item):
         "content": card}]}
 
 
-def webhook_id(line):
-    """Return the Standard Webhooks message id of an event: the same on every retry and restart."""
-    return "msg_" + hashlib.sha256(line.encode("utf-8")).hexdigest()[:32]
+def queued_line(event):
+    """Return the line a courier queues for an event: its --json line, first a message id
+    born with the event.  The outbox keeps it, so every retry and restart sends that id,
+    and two events never share one (an undated item flipping back reads the same)."""
+    return '{"webhook_id": "msg_%s", %s' % (os.urandom(16).hex(), format_json(event)[1:])
+
+
+def split_queued(line):
+    """Return (Standard Webhooks message id, the event's --json line) of a queued line.
+
+    A line queued by an older tracker has no id of its own: a hash of it
+    stands in, the same on every try.
+    """
+    found = _QUEUED_ID.match(line)
+    if found:
+        return found.group(1), "{" + line[found.end():]
+    return "msg_" + hashlib.sha256(line.encode("utf-8")).hexdigest()[:32], line
 
 
 def webhook_signature(secret, message_id, timestamp, body):
@@ -2847,7 +2862,8 @@ def webhook_signature(secret, message_id, timestamp, body):
 
 
 def delivery_request(target, line, secret=None, now=None):
-    """Return (body bytes, headers) of the POST that delivers one event line to target."""
+    """Return (body bytes, headers) of the POST that delivers one queued line to target."""
+    message_id, line = split_queued(line)
     item = event_fields(line)
     builder = {"slack": slack_message, "discord": discord_message, "teams": teams_message}.get(
         target.kind)
@@ -2855,7 +2871,7 @@ def delivery_request(target, line, secret=None, now=None):
                       ensure_ascii=False).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if target.kind == "webhook":
-        message_id, stamp = webhook_id(line), int(time.time() if now is None else now)
+        stamp = int(time.time() if now is None else now)
         headers.update({"webhook-id": message_id, "webhook-timestamp": str(stamp)})
         if secret:
             headers["webhook-signature"] = webhook_signature(secret, message_id, stamp, body)
@@ -2919,6 +2935,7 @@ def run_command(target, line, timeout):
     "ü" otherwise) and holds none of the secrets: $TRACKER_NOTIFY's URLs and
     the webhook key are not the command's business.
     """
+    line = split_queued(line)[1]
     item = event_fields(line)
     environ = dict((name, value) for name, value in os.environb.items()
                    if name not in (b"TRACKER_NOTIFY", b"TRACKER_WEBHOOK_SECRET"))
@@ -3386,8 +3403,9 @@ class Tracker(object):
                     " filtered=%d" % counts["filtered"] if counts["filtered"] else "", delivery))
 
     def _publish(self, events):
-        """Hand the events to the couriers, save the state, then print: a crash
-        can never make an event print twice, nor lose one a target waits for.
+        """Save the state with the events in the outbox, hand them to the couriers,
+        then print: a crash can never make an event print twice, nor lose one a
+        target waits for, nor send one it sent under a new webhook id.
 
         events are (url, Event).  When stdout refuses one, it and the ones
         after it are taken back out of the state, which is saved again, and
@@ -3396,16 +3414,15 @@ class Tracker(object):
         shown = [(url, event) for url, event in events
                  if wanted(event, self.config, self._provider_of(url))]
         self.stats["filtered"] += len(events) - len(shown)
-        if shown and self.couriers:
-            lines = [format_json(event) for _, event in shown]
-            for courier in self.couriers:
-                courier.put(lines)
+        lines = [queued_line(event) for _, event in shown] if self.couriers else []
         if events and self.state_file:
-            self._save()
+            self._save(lines)
         elif self.state_file and not self._held and \
                 (self._changed or any(c.changed for c in self.couriers)) and \
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
+        for courier in self.couriers:
+            courier.put(lines)
         format_ = format_json if self.config.json else format_event
         events = shown
         for number, (_, event) in enumerate(events):
@@ -3415,7 +3432,7 @@ class Tracker(object):
                 lost = events[number:]
                 self._take_back(lost)
                 for courier in self.couriers:
-                    courier.withdraw([format_json(event) for _, event in lost])
+                    courier.withdraw(lines[number:])
                 if self.state_file:
                     self._save()
                 self.unprinted, self.stopping = len(lost), True
@@ -3446,9 +3463,11 @@ class Tracker(object):
                     etag=None, last_modified=None, body_sha256=None)
                 self._changed.add(url)
 
-    def _save(self):
+    def _save(self, fresh=()):
+        """Write the state file; fresh: event lines about to be handed to every courier."""
         states = collections.OrderedDict((url, f.state) for url, f in self.feeds.items())
-        outbox = dict((c.target.key, c.pending(saving=True)) for c in self.couriers)
+        outbox = dict((c.target.key, c.pending(saving=True) + list(fresh))
+                      for c in self.couriers)
         if self.state_file.save(states, self._changed,
                                 dict((key, lines) for key, lines in outbox.items() if lines)):
             self._changed.clear()

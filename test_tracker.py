@@ -2072,7 +2072,7 @@ def test_a_generic_webhook_gets_the_json_event_signed_per_standard_webhooks(serv
     _, path, headers, body = server.script.posts[-1]
     assert path == "/hook?token=abc" and json.loads(body.decode()) == json.loads(line)
     assert headers["Content-Type"] == "application/json"
-    assert headers["webhook-id"] == tracker.webhook_id(line)
+    assert headers["webhook-id"] == tracker.split_queued(line)[0]   # a line without its own id
     assert verify_standard_webhook(SECRET, headers, body, time.time())
     assert not verify_standard_webhook(SECRET, headers, body + b" ", time.time())
     other = "whsec_" + base64.b64encode(b"another key").decode()
@@ -3792,3 +3792,44 @@ def test_new_events_never_cut_a_retry_after_or_the_pace_short(server):
     paced.stop()
     times = [post[0] for post in server.script.posts[1:]]
     assert len(times) == 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.3 - 0.01
+
+
+def flipping_item(label):
+    """An undated item (as AWS's and cState's feeds have) whose text says its state."""
+    return rss_feed(rss_item("Database", "urn:db", "", "%s - Replica lag." % label))
+
+
+def test_every_event_has_a_webhook_id_of_its_own_which_a_restart_sends_again(
+        server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/feed Status\n" % server.url)
+    args = ["--once", "--json", "--providers", providers, "--state", str(tmp_path / "s.json"),
+            "--notify", server.url + "/hook"]
+    printed = []
+    for label in ["Investigating", "Resolved", "Investigating", "Resolved", "Investigating"]:
+        server.script.set("/feed", flipping_item(label))
+        assert tracker.main(args) == 0
+        printed.append(capsys.readouterr()[0])
+    posts = server.script.posts
+    assert [json.loads(body.decode()) for _, _, _, body in posts] == \
+        [json.loads(out) for out in printed]             # the bodies are the --json lines
+    assert len(set(headers["webhook-id"] for _, _, headers, _ in posts)) == 5
+    server.script.set("/feed", flipping_item("Resolved"))
+    server.script.answers["/hook"] = [(503, {}, b"")] * 100
+    assert tracker.main(args[:-2] + ["--timeout", "0.3"] + args[-2:]) == 1   # left in the outbox
+    assert json.loads(capsys.readouterr()[0])["label"] == "Resolved"
+    server.script.answers["/hook"] = []
+    assert tracker.main(args) == 0 and capsys.readouterr()[0] == ""
+    assert posts[-1][3] == posts[-2][3] and posts[-1][2]["webhook-id"] == \
+        posts[-2][2]["webhook-id"] not in [headers["webhook-id"] for _, _, headers, _ in posts[:5]]
+
+
+def test_a_retried_delivery_keeps_its_webhook_id(server):
+    event = newest_events("OpenAI", "openai-incidentio-history-20260914.atom")[0]
+    server.script.answers["/hook"] = [(500, {}, b"")]
+    courier, _, _ = recording_courier(tracker.parse_target(server.url + "/hook"))
+    courier.put([tracker.queued_line(event)])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    first, again = server.script.posts
+    assert first[2]["webhook-id"] == again[2]["webhook-id"] and first[3] == again[3]
+    assert json.loads(again[3].decode()) == json.loads(tracker.format_json(event))
