@@ -297,6 +297,7 @@ _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
+_MARKDOWN = re.compile(r"([\\`*_~|\[\]()<>#])")   # what starts markup in Discord's and Teams' text
 _QUEUED_ID = re.compile(r'\{"webhook_id": "(msg_[0-9a-f]{32})", ')   # see queued_line()
 
 
@@ -2752,6 +2753,26 @@ def _slack_escape(text):
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _markdown_escape(text, limit):
+    """Return text cut to `limit` with Discord's and Teams' markdown characters escaped:
+    a feed's "[Details](https://evil.example)" must read as that, not as a link
+    that shows one address and opens another."""
+    return clean_text(_MARKDOWN.sub(r"\\\1", text or ""), limit)
+
+
+def web_link(link):
+    """Return an event's link if a chat service can open it (absolute http or https), else "".
+
+    Feeds give relative links ("/incidents/abc"); resolved against the feed's
+    URL they could carry its user:password@, so they are left out.
+    """
+    try:
+        parts = urllib.parse.urlsplit(link or "")
+    except ValueError:
+        return ""
+    return link if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
+
+
 def _clip_escaped(text, limit):
     """_clip, never cutting an &entity; in two."""
     if len(text) <= limit:
@@ -2769,7 +2790,7 @@ def slack_message(item):
     <, > and & are escaped; the message is what is cut to fit 3,000.
     """
     title = _slack_escape(item["title"] or item["id"])
-    if item["link"]:
+    if web_link(item["link"]):
         title = "<%s|%s>" % (_slack_escape(item["link"]).replace("|", "%7C"), title)
     head = "*%s*\n%s\n" % (_slack_escape(item["product"]), title)
     status = "*%s*%s" % (_slack_escape(item["label"]),
@@ -2790,33 +2811,34 @@ def discord_message(item):
     content 2,000; title 256; description 4,096; footer 2,048; all embeds 6,000.
     No mention in a status text may ping anyone (allowed_mentions).
     """
-    title = clean_text(item["title"] or item["id"] or "", 256)
-    description = clean_text("**%s**%s" % (item["label"], " - " + item["message"]
-                                           if item["message"] else ""), 4096)
-    footer = clean_text(item["product"], 2048)
+    title = _markdown_escape(item["title"] or item["id"], 256)
+    description = clean_text("**%s**%s" % (
+        _markdown_escape(item["label"], 1000),
+        " - " + _markdown_escape(item["message"], 4096) if item["message"] else ""), 4096)
+    footer = clean_text(item["product"], 2048)          # a footer shows no markdown
     embed = {"title": title, "description": description, "footer": {"text": footer},
              "color": STATE_COLOURS.get(item["state"], 0x8D8D8D)}
-    if item["link"]:
+    if web_link(item["link"]):
         embed["url"] = item["link"]
     if item["time"]:
         embed["timestamp"] = item["time"]
-    return {"content": clean_text("%s: %s" % (item["product"], item["label"]), 2000),
+    return {"content": _markdown_escape("%s: %s" % (item["product"], item["label"]), 2000),
             "embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
 def teams_message(item):
     """Return the JSON body of a Teams Workflows webhook: a message with an Adaptive Card."""
-    facts = [{"title": "Product", "value": item["product"]},
+    facts = [{"title": "Product", "value": _markdown_escape(item["product"], None)},
              {"title": "State", "value": item["state"] or "?"},
              {"title": "Time", "value": item["time"] or "no date"}]
+    status = "%s%s" % (item["label"], " - " + item["message"] if item["message"] else "")
     card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "type": "AdaptiveCard", "version": "1.4", "body": [
-                {"type": "TextBlock", "text": item["title"] or item["id"], "weight": "Bolder",
-                 "size": "Medium", "wrap": True},
-                {"type": "TextBlock", "text": "%s%s" % (item["label"], " - " + item["message"]
-                                                        if item["message"] else ""), "wrap": True},
+                {"type": "TextBlock", "text": _markdown_escape(item["title"] or item["id"], None),
+                 "weight": "Bolder", "size": "Medium", "wrap": True},
+                {"type": "TextBlock", "text": _markdown_escape(status, None), "wrap": True},
                 {"type": "FactSet", "facts": facts}]}
-    if item["link"]:
+    if web_link(item["link"]):
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Open", "url": item["link"]}]
     return {"type": "message", "attachments": [{
         "contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,

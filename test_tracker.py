@@ -3833,3 +3833,30 @@ def test_a_retried_delivery_keeps_its_webhook_id(server):
     first, again = server.script.posts
     assert first[2]["webhook-id"] == again[2]["webhook-id"] and first[3] == again[3]
     assert json.loads(again[3].decode()) == json.loads(tracker.format_json(event))
+
+
+def test_feed_text_never_becomes_a_disguised_or_relative_link_in_discord_or_teams(
+        server, tmp_path, capsys):
+    server.script.set("/feed", rss_feed(rss_item(
+        "[Status](https://evil.example)", "/incidents/abc", "",
+        "Investigating - See [details](https://evil.example/x) or *call* us.")))
+    providers = write(tmp_path, "p.txt", "%s/feed Example\n" % server.url)
+    assert tracker.main(["--once", "--json", "--providers", providers,
+                         "--notify", "discord:%s/api/webhooks/1/x" % server.url,
+                         "--notify", "teams:%s/teams" % server.url,
+                         "--notify", "slack:%s/slack" % server.url]) == 0
+    item = tracker.event_fields(capsys.readouterr()[0])
+    assert item["link"] == "/incidents/abc"
+    bodies = dict((path, json.loads(body.decode())) for _, path, _, body in server.script.posts)
+    embed, = bodies["/api/webhooks/1/x"]["embeds"]
+    assert embed["title"] == r"\[Status\]\(https://evil.example\)" and "url" not in embed
+    assert embed["description"] == \
+        r"**Investigating** - See \[details\]\(https://evil.example/x\) or \*call\* us."
+    card = bodies["/teams"]["attachments"][0]["content"]
+    assert [block.get("text") for block in card["body"][:2]] == [
+        embed["title"], embed["description"].replace("**", "")] and "actions" not in card
+    assert "/incidents/abc|" not in bodies["/slack"]["blocks"][0]["text"]["text"]
+    item["link"] = "https://status.example.com/incidents/abc"      # an absolute link stays
+    assert tracker.discord_message(item)["embeds"][0]["url"] == item["link"]
+    assert tracker.teams_message(item)["attachments"][0]["content"]["actions"][0]["url"] == \
+        item["link"]
