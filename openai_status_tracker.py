@@ -2813,7 +2813,7 @@ def discord_message(item):
     """
     title = _markdown_escape(item["title"] or item["id"], 256)
     description = clean_text("**%s**%s" % (
-        _markdown_escape(item["label"], 1000),
+        _markdown_escape(item["label"], None),
         " - " + _markdown_escape(item["message"], 4096) if item["message"] else ""), 4096)
     footer = clean_text(item["product"], 2048)          # a footer shows no markdown
     embed = {"title": title, "description": description, "footer": {"text": footer},
@@ -3853,7 +3853,7 @@ def main(argv=None):
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except (OSError, ValueError):
+                except (AttributeError, OSError, ValueError):   # None: started without it
                     pass
             os._exit(code)
     finally:

@@ -3860,3 +3860,34 @@ def test_feed_text_never_becomes_a_disguised_or_relative_link_in_discord_or_team
     assert tracker.discord_message(item)["embeds"][0]["url"] == item["link"]
     assert tracker.teams_message(item)["attachments"][0]["content"]["actions"][0]["url"] == \
         item["link"]
+
+
+def refusing_to_accept():
+    """Sockets, the first one listening with its accept queue full (the others fill it):
+    a connect() to it hangs, its SYNs dropped."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    sockets = [silent] + [socket.socket() for _ in range(3)]
+    for filler in sockets[1:]:
+        filler.setblocking(False)
+        filler.connect_ex(silent.getsockname())
+    return sockets
+
+
+def test_sigterm_with_stdout_closed_and_a_poll_stuck_exits_0_without_a_traceback(tmp_path):
+    sockets = refusing_to_accept()
+    providers = write(tmp_path, "p.txt", "http://127.0.0.1:%d/feed X\n"
+                      % sockets[0].getsockname()[1])
+    process = subprocess.Popen([sys.executable, SCRIPT, "--providers", providers],
+                               preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    try:
+        assert "watching 1 feed" in process.stderr.readline()
+        time.sleep(0.2)                                  # its poll waits on the silent server
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=10)[1]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert process.returncode == 0 and "Traceback" not in err
