@@ -297,7 +297,7 @@ _FIELD_VALUE = re.compile(u"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
-_MARKDOWN = re.compile(r"([\\`*_~|\[\]()<>#])")   # what starts markup in Discord's and Teams' text
+_MARKDOWN = re.compile(r"([\\`*_~|\[\]<])")   # markup inside Discord's and Teams' text
 _QUEUED_ID = re.compile(r'\{"webhook_id": "(msg_[0-9a-f]{32})", ')   # see queued_line()
 
 
@@ -3698,6 +3698,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """Bad usage: one line on stderr, exit code 2 (argparse adds a usage line)."""
         self.exit(2, "error: %s (see --help)\n" % message)
+
+    def _print_message(self, message, file=None):
+        try:   # stdout or stderr closed at start is None, and 3.6's argparse writes to it
+            super(_Parser, self)._print_message(message, file)
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def build_parser():

@@ -3849,9 +3849,9 @@ def test_feed_text_never_becomes_a_disguised_or_relative_link_in_discord_or_team
     assert item["link"] == "/incidents/abc"
     bodies = dict((path, json.loads(body.decode())) for _, path, _, body in server.script.posts)
     embed, = bodies["/api/webhooks/1/x"]["embeds"]
-    assert embed["title"] == r"\[Status\]\(https://evil.example\)" and "url" not in embed
+    assert embed["title"] == r"\[Status\](https://evil.example)" and "url" not in embed
     assert embed["description"] == \
-        r"**Investigating** - See \[details\]\(https://evil.example/x\) or \*call\* us."
+        r"**Investigating** - See \[details\](https://evil.example/x) or \*call\* us."
     card = bodies["/teams"]["attachments"][0]["content"]
     assert [block.get("text") for block in card["body"][:2]] == [
         embed["title"], embed["description"].replace("**", "")] and "actions" not in card
@@ -3891,3 +3891,8 @@ def test_sigterm_with_stdout_closed_and_a_poll_stuck_exits_0_without_a_traceback
         for sock in sockets:
             sock.close()
     assert process.returncode == 0 and "Traceback" not in err
+
+
+def test_bad_usage_with_stderr_closed_at_start_is_still_exit_2():
+    done = run_with_fd_closed(2, [sys.executable, SCRIPT, "--no-such-option"])
+    assert done.returncode == 2 and done.stdout == ""
