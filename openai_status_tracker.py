@@ -87,6 +87,7 @@ import base64
 import binascii
 import collections
 import concurrent.futures
+import errno
 import hashlib
 import heapq
 import hmac
@@ -307,6 +308,8 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _KEY_HEX = re.compile(r"[0-9a-f]{1,16}\Z")
 _STRAY_BYTE = re.compile(u"[\udc80-\udcff]")   # an undecodable byte, surrogate-escaped
 _ZEROS = re.compile(rb"\0*")                     # padding after a gzip member
+_MARKDOWN = re.compile(r"([\\`*_~|\[\]<])")   # markup inside Discord's and Teams' text
+_QUEUED_ID = re.compile(r'\{"webhook_id": "(msg_[0-9a-f]{32})", ')   # see queued_line()
 
 
 # ---------------------------------------------------------------- data types
@@ -1735,12 +1738,27 @@ def parse_retry_after(value, now=None):
     """Return Retry-After (seconds or HTTP date, RFC 9110 10.2.3) in seconds, or None."""
     value = (value or "").strip()
     if re.match(r"[0-9]+$", value):   # not str.isdigit(): "\xb2" is a digit to it
-        return min(float(value), RETRY_AFTER_CAP)
+        return wait_seconds(value)
     when = parse_date(value) if value else None
     if when is None:
         return None
     now = now if now is not None else time.time()
-    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_CAP)
+    return wait_seconds(when.timestamp() - now)
+
+
+def wait_seconds(value):
+    """Return a wait a server asked for as seconds within 0..RETRY_AFTER_CAP, or None.
+
+    Every number from the network goes through here: a 400-digit one is an
+    OverflowError to float(), and inf or nan a wait that never ends.
+    """
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return RETRY_AFTER_CAP
+    except (TypeError, ValueError):
+        return None
+    return None if seconds != seconds else max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
 def _describe(error):
@@ -2852,6 +2870,26 @@ def _slack_escape(text):
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _markdown_escape(text, limit):
+    """Return text cut to `limit` with Discord's and Teams' markdown characters escaped:
+    a feed's "[Details](https://evil.example)" must read as that, not as a link
+    that shows one address and opens another."""
+    return clean_text(_MARKDOWN.sub(r"\\\1", text or ""), limit)
+
+
+def web_link(link):
+    """Return an event's link if a chat service can open it (absolute http or https), else "".
+
+    Feeds give relative links ("/incidents/abc"); resolved against the feed's
+    URL they could carry its user:password@, so they are left out.
+    """
+    try:
+        parts = urllib.parse.urlsplit(link or "")
+    except ValueError:
+        return ""
+    return link if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
+
+
 def _clip_escaped(text, limit):
     """_clip, never cutting an &entity; in two."""
     if len(text) <= limit:
@@ -2869,7 +2907,7 @@ def slack_message(item):
     <, > and & are escaped; the message is what is cut to fit 3,000.
     """
     title = _slack_escape(item["title"] or item["id"])
-    if item["link"]:
+    if web_link(item["link"]):
         title = "<%s|%s>" % (_slack_escape(item["link"]).replace("|", "%7C"), title)
     head = "*%s*\n%s\n" % (_slack_escape(item["product"]), title)
     status = "*%s*%s" % (_slack_escape(item["label"]),
@@ -2890,42 +2928,57 @@ def discord_message(item):
     content 2,000; title 256; description 4,096; footer 2,048; all embeds 6,000.
     No mention in a status text may ping anyone (allowed_mentions).
     """
-    title = clean_text(item["title"] or item["id"] or "", 256)
-    description = clean_text("**%s**%s" % (item["label"], " - " + item["message"]
-                                           if item["message"] else ""), 4096)
-    footer = clean_text(item["product"], 2048)
+    title = _markdown_escape(item["title"] or item["id"], 256)
+    description = clean_text("**%s**%s" % (
+        _markdown_escape(item["label"], None),
+        " - " + _markdown_escape(item["message"], 4096) if item["message"] else ""), 4096)
+    footer = clean_text(item["product"], 2048)          # a footer shows no markdown
     embed = {"title": title, "description": description, "footer": {"text": footer},
              "color": STATE_COLOURS.get(item["state"], 0x8D8D8D)}
-    if item["link"]:
+    if web_link(item["link"]):
         embed["url"] = item["link"]
     if item["time"]:
         embed["timestamp"] = item["time"]
-    return {"content": clean_text("%s: %s" % (item["product"], item["label"]), 2000),
+    return {"content": _markdown_escape("%s: %s" % (item["product"], item["label"]), 2000),
             "embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
 def teams_message(item):
     """Return the JSON body of a Teams Workflows webhook: a message with an Adaptive Card."""
-    facts = [{"title": "Product", "value": item["product"]},
+    facts = [{"title": "Product", "value": _markdown_escape(item["product"], None)},
              {"title": "State", "value": item["state"] or "?"},
              {"title": "Time", "value": item["time"] or "no date"}]
+    status = "%s%s" % (item["label"], " - " + item["message"] if item["message"] else "")
     card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "type": "AdaptiveCard", "version": "1.4", "body": [
-                {"type": "TextBlock", "text": item["title"] or item["id"], "weight": "Bolder",
-                 "size": "Medium", "wrap": True},
-                {"type": "TextBlock", "text": "%s%s" % (item["label"], " - " + item["message"]
-                                                        if item["message"] else ""), "wrap": True},
+                {"type": "TextBlock", "text": _markdown_escape(item["title"] or item["id"], None),
+                 "weight": "Bolder", "size": "Medium", "wrap": True},
+                {"type": "TextBlock", "text": _markdown_escape(status, None), "wrap": True},
                 {"type": "FactSet", "facts": facts}]}
-    if item["link"]:
+    if web_link(item["link"]):
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Open", "url": item["link"]}]
     return {"type": "message", "attachments": [{
         "contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
         "content": card}]}
 
 
-def webhook_id(line):
-    """Return the Standard Webhooks message id of an event: the same on every retry and restart."""
-    return "msg_" + hashlib.sha256(line.encode("utf-8")).hexdigest()[:32]
+def queued_line(event):
+    """Return the line a courier queues for an event: its --json line, first a message id
+    born with the event.  The outbox keeps it, so every retry and restart sends that id,
+    and two events never share one (an undated item flipping back reads the same)."""
+    return '{"webhook_id": "msg_%s", %s' % (os.urandom(16).hex(), format_json(event)[1:])
+
+
+def split_queued(line):
+    """Return (Standard Webhooks message id, the event's --json line) of a queued line.
+
+    A line queued by an older tracker has no id of its own: a hash of it
+    stands in, the same on every try.
+    """
+    found = _QUEUED_ID.match(line)
+    if found:
+        return found.group(1), "{" + line[found.end():]
+    return "msg_" + hashlib.sha256(line.encode("utf-8")).hexdigest()[:32], line
 
 
 def webhook_signature(secret, message_id, timestamp, body):
@@ -2948,7 +3001,8 @@ def webhook_signature(secret, message_id, timestamp, body):
 
 
 def delivery_request(target, line, secret=None, now=None):
-    """Return (body bytes, headers) of the POST that delivers one event line to target."""
+    """Return (body bytes, headers) of the POST that delivers one queued line to target."""
+    message_id, line = split_queued(line)
     item = event_fields(line)
     builder = {"slack": slack_message, "discord": discord_message, "teams": teams_message}.get(
         target.kind)
@@ -2956,7 +3010,7 @@ def delivery_request(target, line, secret=None, now=None):
                       ensure_ascii=False).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if target.kind == "webhook":
-        message_id, stamp = webhook_id(line), int(time.time() if now is None else now)
+        stamp = int(time.time() if now is None else now)
         headers.update({"webhook-id": message_id, "webhook-timestamp": str(stamp)})
         if secret:
             headers["webhook-signature"] = webhook_signature(secret, message_id, stamp, body)
@@ -2968,10 +3022,10 @@ def retry_after_of(status, headers, body):
     wait = parse_retry_after(headers.get("Retry-After")) if headers else None
     if wait is None and status == 429:
         try:
-            wait = float(json.loads(body.decode("utf-8"))["retry_after"])
+            wait = wait_seconds(json.loads(body.decode("utf-8"))["retry_after"])
         except (ValueError, KeyError, TypeError, AttributeError):
             wait = None
-    return None if wait is None else max(0.0, min(wait, RETRY_AFTER_CAP))
+    return wait
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -3020,6 +3074,7 @@ def run_command(target, line, timeout):
     "ü" otherwise) and holds none of the secrets: $TRACKER_NOTIFY's URLs and
     the webhook key are not the command's business.
     """
+    line = split_queued(line)[1]
     item = event_fields(line)
     environ = dict((name, value) for name, value in os.environb.items()
                    if name not in (b"TRACKER_NOTIFY", b"TRACKER_WEBHOOK_SECRET"))
@@ -3161,10 +3216,12 @@ class Courier(object):
             self._lock.notify()
 
     def _wait(self, seconds):
-        """Sleep, unless stopped; True when stopped."""
+        """Sleep the whole `seconds` unless stopped; True when stopped.  A backoff,
+        a Retry-After or the pace is a wait on purpose: put() wakes only an idle courier."""
+        deadline = time.monotonic() + seconds
         with self._lock:
-            if not self._stopping and seconds > 0:
-                self._lock.wait(seconds)
+            while not self._stopping and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
             return self._stopping
 
     def _run(self):
@@ -3485,8 +3542,9 @@ class Tracker(object):
                     " filtered=%d" % counts["filtered"] if counts["filtered"] else "", delivery))
 
     def _publish(self, events):
-        """Hand the events to the couriers, save the state, then print: a crash
-        can never make an event print twice, nor lose one a target waits for.
+        """Save the state with the events in the outbox, hand them to the couriers,
+        then print: a crash can never make an event print twice, nor lose one a
+        target waits for, nor send one it sent under a new webhook id.
 
         events are (url, Event).  When stdout refuses one, it and the ones
         after it are taken back out of the state, which is saved again, and
@@ -3495,16 +3553,15 @@ class Tracker(object):
         shown = [(url, event) for url, event in events
                  if wanted(event, self.config, self._provider_of(url))]
         self.stats["filtered"] += len(events) - len(shown)
-        if shown and self.couriers:
-            lines = [format_json(event) for _, event in shown]
-            for courier in self.couriers:
-                courier.put(lines)
+        lines = [queued_line(event) for _, event in shown] if self.couriers else []
         if events and self.state_file:
-            self._save()
+            self._save(lines)
         elif self.state_file and not self._held and \
                 (self._changed or any(c.changed for c in self.couriers)) and \
                 self.clock() - self._saved_at >= STATE_SAVE_INTERVAL:
             self._save()
+        for courier in self.couriers:
+            courier.put(lines)
         format_ = format_json if self.config.json else format_event
         events = shown
         for number, (_, event) in enumerate(events):
@@ -3514,7 +3571,7 @@ class Tracker(object):
                 lost = events[number:]
                 self._take_back(lost)
                 for courier in self.couriers:
-                    courier.withdraw([format_json(event) for _, event in lost])
+                    courier.withdraw(lines[number:])
                 if self.state_file:
                     self._save()
                 self.unprinted, self.stopping = len(lost), True
@@ -3545,9 +3602,11 @@ class Tracker(object):
                     etag=None, last_modified=None, body_sha256=None)
                 self._changed.add(url)
 
-    def _save(self):
+    def _save(self, fresh=()):
+        """Write the state file; fresh: event lines about to be handed to every courier."""
         states = collections.OrderedDict((url, f.state) for url, f in self.feeds.items())
-        outbox = dict((c.target.key, c.pending(saving=True)) for c in self.couriers)
+        outbox = dict((c.target.key, c.pending(saving=True) + list(fresh))
+                      for c in self.couriers)
         if self.state_file.save(states, self._changed,
                                 dict((key, lines) for key, lines in outbox.items() if lines)):
             self._changed.clear()
@@ -3764,6 +3823,12 @@ class _Parser(argparse.ArgumentParser):
         """Bad usage: one line on stderr, exit code 2 (argparse adds a usage line)."""
         self.exit(2, "error: %s (see --help)\n" % message)
 
+    def _print_message(self, message, file=None):
+        try:   # stdout or stderr closed at start is None, and 3.6's argparse writes to it
+            super(_Parser, self)._print_message(message, file)
+        except (AttributeError, OSError, ValueError):
+            pass
+
 
 def build_parser():
     parser = _Parser(
@@ -3833,19 +3898,40 @@ def _safe_stream(stream):
 
 def _writer(stream):
     def write(text):
+        if stream is None:     # started with it closed (`>&-`): Python made it None
+            raise OSError(errno.EBADF, "Bad file descriptor")
         stream.write(text + "\n")
         stream.flush()   # under systemd stdout is a pipe: nothing waits in a buffer
     return write
 
 
+def _hold_closed_stdio():
+    """Hold fds 1 and 2 on /dev/null when started without them: a socket or file opened
+    later must not take their numbers (a command's stderr would write into it).
+    Read-only for stdout, so printing fails as on a closed pipe; Python's
+    sys.stdout stays None and _writer says so."""
+    for fd, flags in ((1, os.O_RDONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, flags)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+
+
 def main(argv=None):
     """Run the tracker; return the exit code."""
     args = build_parser().parse_args(argv)
+    _hold_closed_stdio()
     out, err = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     write_err = _writer(err)
 
     def log(text):
-        write_err(clean_text(text, 1000))
+        try:
+            write_err(clean_text(text, 1000))
+        except (OSError, ValueError):
+            pass             # stderr closed: the logs are lost, never the events
 
     def providers_now():
         notes = []
@@ -3897,7 +3983,7 @@ def main(argv=None):
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except (OSError, ValueError):
+                except (AttributeError, OSError, ValueError):   # None: started without it
                     pass
             os._exit(code)
     finally:
@@ -3971,6 +4057,8 @@ def finish_deliveries(couriers, tracker, wait, log):
 
 def _silence(stream):
     """Point a broken stdout at /dev/null, so the exit's flush adds no traceback."""
+    if stream is None:           # started without one: nothing to flush at exit
+        return
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())

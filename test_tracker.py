@@ -2072,7 +2072,7 @@ def test_a_generic_webhook_gets_the_json_event_signed_per_standard_webhooks(serv
     _, path, headers, body = server.script.posts[-1]
     assert path == "/hook?token=abc" and json.loads(body.decode()) == json.loads(line)
     assert headers["Content-Type"] == "application/json"
-    assert headers["webhook-id"] == tracker.webhook_id(line)
+    assert headers["webhook-id"] == tracker.split_queued(line)[0]   # a line without its own id
     assert verify_standard_webhook(SECRET, headers, body, time.time())
     assert not verify_standard_webhook(SECRET, headers, body + b" ", time.time())
     other = "whsec_" + base64.b64encode(b"another key").decode()
@@ -4016,3 +4016,167 @@ def test_feeds_larger_than_the_loader_takes_lose_the_entries_gone_longest_ago(
             set(state.printed.marks)
     assert logs == ["state file %s: the marks of entries gone from their feeds longest ago "
                     "not saved (the file would pass 200000 bytes)" % path]
+
+
+# ---------------------------------------------------------------- issue 17: delivery and stdout
+
+def run_with_fd_closed(fd, args):
+    """Run the tracker as a subprocess started with fd 1 or 2 closed (as `>&-`, `2>&-`)."""
+    pipes = {1: {"stderr": subprocess.PIPE}, 2: {"stdout": subprocess.PIPE}}[fd]
+    return subprocess.run(args, preexec_fn=lambda: os.close(fd), universal_newlines=True,
+                          timeout=30, **pipes)
+
+
+def test_stdout_closed_at_start_loses_no_event_and_stderr_closed_loses_only_logs(
+        server, tmp_path):
+    server.script.set("/gh", github_feed(GITHUB_OPEN))
+    providers = write(tmp_path, "p.txt", "%s/gh GitHub\n" % server.url)
+    args = [sys.executable, SCRIPT, "--once", "--providers", providers,
+            "--state", str(tmp_path / "state.json")]
+    closed = run_with_fd_closed(1, args)
+    assert closed.returncode == 1 and "Traceback" not in closed.stderr
+    assert "stdout is closed (bad file descriptor): 1 event not printed" in closed.stderr
+    again = run_with_fd_closed(2, args)            # logs lost, the event printed
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[1] == \
+        "Status: Update - We are continuing to work on a mitigation."
+
+
+def test_a_429_asking_for_a_400_digit_wait_waits_the_cap_and_keeps_the_event(server):
+    huge = "9" * 400
+    server.script.answers["/api/webhooks/1/x"] = [
+        (429, {}, ('{"message": "rate limited", "retry_after": %s}' % huge).encode()),
+        (429, {"Retry-After": huge}, b""), (429, {}, b'{"retry_after": NaN}')]
+    courier, logs, delays = recording_courier(
+        tracker.parse_target("discord:" + server.url + "/api/webhooks/1/x"))
+    courier.put(openai_lines()[:1])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    assert [retry for _, retry in delays] == [tracker.RETRY_AFTER_CAP] * 2 + [None]
+    assert (courier.delivered, courier.refused) == (1, 0) and len(server.script.posts) == 4
+    assert not any("internal error" in line for line in logs)
+
+
+def test_new_events_never_cut_a_retry_after_or_the_pace_short(server):
+    server.script.answers["/hook"] = [(429, {"Retry-After": "30"}, b"")]
+    courier = tracker.Courier(tracker.parse_target(server.url + "/hook"),
+                              lambda t, line: tracker.deliver(t, line, 2.0), [].append)
+    lines = openai_lines()
+    for line in lines[:5]:                               # a new event every 0.15 s
+        courier.put([line])
+        time.sleep(0.15)
+    courier.stop()
+    assert len(server.script.posts) == 1                 # then 30 s of waiting, on purpose
+    paced = tracker.Courier(tracker.parse_target("slack:" + server.url + "/slack"),
+                            lambda t, line: tracker.deliver(t, line, 2.0), [].append, pace=0.3)
+    for line in lines[:3]:
+        paced.put([line])
+        time.sleep(0.1)
+    assert settle(lambda: paced.idle())
+    paced.stop()
+    times = [post[0] for post in server.script.posts[1:]]
+    assert len(times) == 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.3 - 0.01
+
+
+def flipping_item(label):
+    """An undated item (as AWS's and cState's feeds have) whose text says its state."""
+    return rss_feed(rss_item("Database", "urn:db", "", "%s - Replica lag." % label))
+
+
+def test_every_event_has_a_webhook_id_of_its_own_which_a_restart_sends_again(
+        server, tmp_path, capsys):
+    providers = write(tmp_path, "p.txt", "%s/feed Status\n" % server.url)
+    args = ["--once", "--json", "--providers", providers, "--state", str(tmp_path / "s.json"),
+            "--notify", server.url + "/hook"]
+    printed = []
+    for label in ["Investigating", "Resolved", "Investigating", "Resolved", "Investigating"]:
+        server.script.set("/feed", flipping_item(label))
+        assert tracker.main(args) == 0
+        printed.append(capsys.readouterr()[0])
+    posts = server.script.posts
+    assert [json.loads(body.decode()) for _, _, _, body in posts] == \
+        [json.loads(out) for out in printed]             # the bodies are the --json lines
+    assert len(set(headers["webhook-id"] for _, _, headers, _ in posts)) == 5
+    server.script.set("/feed", flipping_item("Resolved"))
+    server.script.answers["/hook"] = [(503, {}, b"")] * 100
+    assert tracker.main(args[:-2] + ["--timeout", "0.3"] + args[-2:]) == 1   # left in the outbox
+    assert json.loads(capsys.readouterr()[0])["label"] == "Resolved"
+    server.script.answers["/hook"] = []
+    assert tracker.main(args) == 0 and capsys.readouterr()[0] == ""
+    assert posts[-1][3] == posts[-2][3] and posts[-1][2]["webhook-id"] == \
+        posts[-2][2]["webhook-id"] not in [headers["webhook-id"] for _, _, headers, _ in posts[:5]]
+
+
+def test_a_retried_delivery_keeps_its_webhook_id(server):
+    event = newest_events("OpenAI", "openai-incidentio-history-20260914.atom")[0]
+    server.script.answers["/hook"] = [(500, {}, b"")]
+    courier, _, _ = recording_courier(tracker.parse_target(server.url + "/hook"))
+    courier.put([tracker.queued_line(event)])
+    assert settle(lambda: courier.idle())
+    courier.stop()
+    first, again = server.script.posts
+    assert first[2]["webhook-id"] == again[2]["webhook-id"] and first[3] == again[3]
+    assert json.loads(again[3].decode()) == json.loads(tracker.format_json(event))
+
+
+def test_feed_text_never_becomes_a_disguised_or_relative_link_in_discord_or_teams(
+        server, tmp_path, capsys):
+    server.script.set("/feed", rss_feed(rss_item(
+        "[Status](https://evil.example)", "/incidents/abc", "",
+        "Investigating - See [details](https://evil.example/x) or *call* us.")))
+    providers = write(tmp_path, "p.txt", "%s/feed Example\n" % server.url)
+    assert tracker.main(["--once", "--json", "--providers", providers,
+                         "--notify", "discord:%s/api/webhooks/1/x" % server.url,
+                         "--notify", "teams:%s/teams" % server.url,
+                         "--notify", "slack:%s/slack" % server.url]) == 0
+    item = tracker.event_fields(capsys.readouterr()[0])
+    assert item["link"] == "/incidents/abc"
+    bodies = dict((path, json.loads(body.decode())) for _, path, _, body in server.script.posts)
+    embed, = bodies["/api/webhooks/1/x"]["embeds"]
+    assert embed["title"] == r"\[Status\](https://evil.example)" and "url" not in embed
+    assert embed["description"] == \
+        r"**Investigating** - See \[details\](https://evil.example/x) or \*call\* us."
+    card = bodies["/teams"]["attachments"][0]["content"]
+    assert [block.get("text") for block in card["body"][:2]] == [
+        embed["title"], embed["description"].replace("**", "")] and "actions" not in card
+    assert "/incidents/abc|" not in bodies["/slack"]["blocks"][0]["text"]["text"]
+    item["link"] = "https://status.example.com/incidents/abc"      # an absolute link stays
+    assert tracker.discord_message(item)["embeds"][0]["url"] == item["link"]
+    assert tracker.teams_message(item)["attachments"][0]["content"]["actions"][0]["url"] == \
+        item["link"]
+
+
+def refusing_to_accept():
+    """Sockets, the first one listening with its accept queue full (the others fill it):
+    a connect() to it hangs, its SYNs dropped."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    sockets = [silent] + [socket.socket() for _ in range(3)]
+    for filler in sockets[1:]:
+        filler.setblocking(False)
+        filler.connect_ex(silent.getsockname())
+    return sockets
+
+
+def test_sigterm_with_stdout_closed_and_a_poll_stuck_exits_0_without_a_traceback(tmp_path):
+    sockets = refusing_to_accept()
+    providers = write(tmp_path, "p.txt", "http://127.0.0.1:%d/feed X\n"
+                      % sockets[0].getsockname()[1])
+    process = subprocess.Popen([sys.executable, SCRIPT, "--providers", providers],
+                               preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    try:
+        assert "watching 1 feed" in process.stderr.readline()
+        time.sleep(0.2)                                  # its poll waits on the silent server
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=10)[1]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert process.returncode == 0 and "Traceback" not in err
+
+
+def test_bad_usage_with_stderr_closed_at_start_is_still_exit_2():
+    done = run_with_fd_closed(2, [sys.executable, SCRIPT, "--no-such-option"])
+    assert done.returncode == 2 and done.stdout == ""
