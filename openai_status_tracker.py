@@ -1,81 +1,50 @@
 #!/usr/bin/env python3
 """Print every new incident and status update from status pages, exactly once.
 
-openai_status_tracker watches the OpenAI status page (status.openai.com, served
-by incident.io) and every other status page listed in providers.txt, through
-their Atom or RSS feeds, and prints each new incident and each update once.
+Watches the OpenAI status page (status.openai.com, served by incident.io) and
+every other status page listed in providers.txt, through their Atom or RSS
+feeds, and prints each new incident and each update once.  At start it prints
+the incidents still open and remembers the rest silently; from then on every
+update once, oldest first.  README.md has the rest: options, providers.txt,
+filters, notifications, the systemd unit.
 
 Usage:
     python3 openai_status_tracker.py --interval 30
     python3 openai_status_tracker.py --once --history 5     # look, then exit
+    python3 openai_status_tracker.py --state FILE --notify https://hooks.slack.com/...
 
-Options (see --help): --interval SECONDS (60), --providers FILE (providers.txt
-beside this file; OpenAI alone when that file does not exist), --once,
+Options (see --help): --interval SECONDS (60), --providers FILE, --once,
 --history N, --json, --workers N, --timeout SECONDS (20), --state FILE,
 --only [FIELD:]REGEX, --skip [FIELD:]REGEX, --no-maintenance, --no-api,
 --notify [KIND:]URL, --exec 'CMD ARGS', -v, --version.
-
-Choosing what to hear: --only and --skip (each repeatable) take a
-case-insensitive regular expression, matched against what the event prints,
-or `FIELD:REGEX` for one field: provider, product, component, state, title.
-An event prints when it matches some --only (if any) and no --skip;
---no-maintenance drops scheduled maintenance.  An event left out still counts
-as printed: changing the filters never brings it back.
-
-Notifications: each event printed also goes to every --notify URL (and the
-space-separated URLs of $TRACKER_NOTIFY): Slack, Discord and Teams webhooks
-in their own JSON, chosen by host or by a KIND: prefix (slack, discord,
-teams, webhook); any other URL gets the --json object, signed per Standard
-Webhooks when $TRACKER_WEBHOOK_SECRET (whsec_...) is set.  --exec runs a
-command per event (no shell), the JSON on its stdin, TRACKER_* variables in
-its environment.  Each target has its own ordered queue and thread: retries
-with backoff, Retry-After honoured, paced under the service's rate, never
-holding up polling; with --state what a target has not taken is kept in the
-file and delivered after a restart.  --once waits for delivery (--timeout).
 
 Output: every event is three lines on stdout, flushed at once:
     [2026-09-13 17:47:55] Product: OpenAI - Conversations
     Status: Resolved - All impacted services have now fully recovered.
     Incident: Elevated errors for ChatGPT users in Europe (https://status.openai.com//incidents/01M2DV6788RRSDZ5K98S5HN0A8)
-The time is the update's own time, in UTC.  Product is the provider's name and
-the components the feed names (just the name when it names none); a Statuspage
-feed names none, so when its body changes the page's /api/v2/incidents.json is
-asked for them (unless its robots.txt forbids it, or --no-api).  With --json
-each event is one JSON object on one line instead.  Logs go to stderr.
+The time is the update's own, in UTC; Product is the provider's name and the
+components the feed (or a Statuspage page's JSON API) names.  With --json each
+event is one JSON object on one line instead.  Logs go to stderr.
 
-providers.txt: one feed per line, `URL [display name] [key=value ...]`; blank
-lines and lines starting with # are ignored; the name defaults to the URL's
-host name.  The keys, for that feed alone: interval=SECONDS, only=[FIELD:]REGEX
-and skip=[FIELD:]REGEX (as --only and --skip, on top of them).
-
-At start the tracker prints the incidents that are still open and remembers the
-rest silently (plus the N newest updates with --history N); from then on it
-prints every update once, oldest first.  A feed that fails is reported once
-when it starts failing and once when it recovers, and retried with backoff.
+With --state FILE what was printed is kept in FILE, written before each event
+is printed, so a restart repeats nothing and prints what happened while it was
+down.  --notify and --exec also deliver each printed event, each target from
+its own queue, never holding up polling.
 
 Exit codes: 0 normal, also when stopped by SIGTERM or Ctrl+C; 1 runtime
-failure, stdout closed, or --once when a feed could not be read or an event
-not delivered; 2 bad usage (a bad --notify URL or secret), providers file or
+failure (stdout closed, or --once when a feed could not be read or an event
+not delivered); 2 bad usage, providers file, --notify URL or secret, or
 --state path.
-
-With --state FILE it keeps what it printed (and the feeds' validators and
-failure counts) in FILE, written atomically before each event is printed, so
-a restart repeats nothing and prints what happened while it was down.  A state
-file whose content cannot be used is reported and renamed FILE.bad-<time>.
-When stdout refuses an event, it and the ones after it are taken back out of
-the state and the tracker exits 1: the next run prints them.  A mark only
-moves forward, so an older copy of a feed (a CDN's) prints nothing.  URLs in
-logs and in the state file have their password and query values hidden.
 
 Signals: SIGTERM and SIGINT stop it at once (exit 0); SIGHUP re-reads the
 providers file (a broken one is reported and the old list kept); SIGUSR1 logs
 a summary line, as every exit does.
 
 Requires Python 3.6 or newer and nothing outside its standard library.  Under
-systemd (README.md has a unit) it speaks sd_notify over $NOTIFY_SOCKET:
-READY=1 after the first round of polls, WATCHDOG=1 when WatchdogSec= is set,
-STOPPING=1 on the way out.  Events are flushed line by line, so
-`journalctl -f -u <unit>` shows them as they happen.
+systemd (Type=notify) it speaks sd_notify over $NOTIFY_SOCKET: READY=1 after
+the first round of polls, WATCHDOG=1 when WatchdogSec= is set, STOPPING=1 on
+the way out.  Events are flushed line by line, so `journalctl -f -u <unit>`
+shows them as they happen.
 """
 
 __version__ = "1.1.0"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU per unchanged poll, taken apart: the README's "Scale: measured" figures
+"""CPU per unchanged poll, taken apart: the figures of bench/README.md
 that bench_tracker.py cannot give on its own.
 
 Serves N feeds from bench_tracker's loopback farm (another process), then
