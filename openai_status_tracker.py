@@ -121,7 +121,8 @@ MAX_HEAD = 262144                # bytes of an answer's status line and header
 MAX_IDLE_CONNECTIONS = 65536     # kept-alive connections, one per directly reached feed
 GZIP_SLICE = 1024                # bytes of a later gzip member given to zlib first (gunzip)
 MAX_ELEMENTS = 100000            # XML elements per feed: bounds parse time and memory
-BACKOFF_CAP = 3600.0             # longest wait between retries of a failing feed
+BACKOFF_CAP = 300.0              # a failing feed is retried this often at least ...
+BACKOFF_INTERVALS = 5            # ... or every 5 of its intervals, if that is longer
 DEFAULT_PORTS = {"http": 80, "https": 443}
 RETRY_AFTER_CAP = 3600.0         # longest Retry-After honoured (RFC 9110 10.2.3)
 FIRST_ROUND_SPACING = 0.01       # seconds between first polls of a long list
@@ -404,7 +405,7 @@ class Config(NamedTuple):
     """The command line, as the tracker uses it."""
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
-    workers: int = MAX_WORKERS
+    workers: int = 0                   # polls at once per lane; 0: min(MAX_WORKERS, feeds watched)
     history: int = 0
     json: bool = False
     verbose: bool = False
@@ -1221,7 +1222,8 @@ def backoff_delay(failures, interval, retry_after=None, rand=random.random):
     """Return seconds until the next try of a feed that failed `failures` times."""
     delay = interval * 2 ** min(max(failures, 1) - 1, 20)
     delay *= 0.8 + 0.4 * rand()                       # jitter: no herd
-    delay = max(interval, min(delay, BACKOFF_CAP))    # capped after the jitter
+    # capped after the jitter: a feed is never blind for long after an outage
+    delay = max(interval, min(delay, max(BACKOFF_CAP, BACKOFF_INTERVALS * interval)))
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
@@ -3296,7 +3298,8 @@ class Lane(object):
     """
 
     def __init__(self, workers, work, clock=time.monotonic):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        # threads start only as loops are added: room for the widest the lane may become
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(workers, MAX_WORKERS))
         self._work, self._clock, self._most = work, clock, workers
         self._lock = threading.Condition()
         self._waiting = collections.deque()   # (queued at, job) no loop has taken yet
@@ -3330,6 +3333,11 @@ class Lane(object):
             while self.width < width:
                 self._widen()
             return LANE_PATIENCE
+
+    def resize(self, workers):
+        """Let the lane widen up to `workers` loops from now on (it narrows by itself)."""
+        with self._lock:
+            self._most = workers
 
     def shutdown(self):
         """Return at once; the jobs queued still run, and end at once when
@@ -3425,6 +3433,11 @@ class Tracker(object):
         self._queue = []          # heap of (due, sequence, url)
         self._sequence = 0
         self._done = collections.deque()
+        self._in_flight = {}      # url -> the Feed whose poll of it runs now: one at a time
+        self._departed = {}       # state_key -> FeedState of a feed a reload removed
+        self._reader = None       # the thread reading providers.txt for a reload, if any
+        self._reload_wanted = False
+        self._reloaded = collections.deque()   # what it read: providers, or a ConfigError
         self._wakeup = _Wakeup()
         self._wait = wait or self._wakeup.wait
         self._requests = set()    # "reload", "summary": asked for by signals
@@ -3456,7 +3469,7 @@ class Tracker(object):
     def wait_idle(self, timeout):
         """After run(): wait up to `timeout` for requests still running; True if none."""
         deadline = time.monotonic() + timeout
-        while sum(f.busy for f in self.feeds.values()) > len(self._done):
+        while len(self._in_flight) > len(self._done):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
@@ -3466,10 +3479,10 @@ class Tracker(object):
 
     def run(self, rounds=None):
         """Poll until stopped (or each feed `rounds` times); return an exit code."""
-        workers = self.config.workers
-        self._lanes = {"fast": self._make_lane(workers, self._work),
-                       "new": self._make_lane(workers, self._work),
-                       "slow": self._make_lane(min(SLOW_LANE_WORKERS, workers), self._work)}
+        fast, slow = self._widths()
+        self._lanes = {"fast": self._make_lane(fast, self._work),
+                       "new": self._make_lane(fast, self._work),
+                       "slow": self._make_lane(slow, self._work)}
         try:
             while not self.stopping and not self._finished(rounds):
                 self._launch_due(rounds)
@@ -3493,6 +3506,12 @@ class Tracker(object):
             self._wakeup.close()
         failed = [f for f in self.feeds.values() if f.polls and f.state.failures]
         return 1 if self.unprinted or rounds is not None and failed else 0
+
+    def _widths(self):
+        """Return the most polls at once of the fast and new lanes, and of the slow one:
+        --workers, else as many as the feeds watched now (MAX_WORKERS at most)."""
+        workers = self.config.workers or max(1, min(MAX_WORKERS, len(self.feeds)))
+        return workers, min(SLOW_LANE_WORKERS, workers)
 
     def summary(self):
         """Return the one-line account of this run."""
@@ -3613,14 +3632,30 @@ class Tracker(object):
         requests, self._requests = self._requests, set()
         if "summary" in requests:
             self.log(self.summary())
-        if "reload" in requests and self.reload_source is not None:
-            try:
-                providers = self.reload_source()
-            except ConfigError as exc:
+        self._reload_wanted |= "reload" in requests and self.reload_source is not None
+        while self._reloaded:
+            self._reader, read = None, self._reloaded.popleft()
+            if isinstance(read, ConfigError):
                 self.log("reload failed, keeping the %d feeds in force: %s" % (
-                    len(self.feeds), exc))
+                    len(self.feeds), read))
             else:
-                self.replace_providers(providers)
+                self.replace_providers(read)
+        if self._reload_wanted and self._reader is None:
+            # in a thread of its own: a long providers file never holds up a poll
+            self._reload_wanted = False
+            self._reader = threading.Thread(target=self._read_providers, name="reload")
+            self._reader.daemon = True
+            self._reader.start()
+
+    def _read_providers(self):
+        try:
+            read = self.reload_source()
+        except ConfigError as exc:
+            read = exc
+        except Exception as exc:   # a bug must cost the reload, never the process
+            read = ConfigError("internal error: %s" % _describe(exc))
+        self._reloaded.append(read)
+        self._wakeup.notify()
 
     # -- the feed list
 
@@ -3637,21 +3672,35 @@ class Tracker(object):
             self._schedule(feed, now + number * spacing)
 
     def replace_providers(self, providers):
-        """Watch `providers` from now on: new feeds start fresh, kept ones keep all."""
+        """Watch `providers` from now on: new feeds start fresh, kept ones keep all,
+        and a failing one is tried again at once (the reload may be its fix).
+
+        A feed removed and put back in one run goes on from what it printed.
+        """
         wanted = collections.OrderedDict((p.url, p) for p in providers)
         removed = [url for url in self.feeds if url not in wanted]
         for url in removed:
-            del self.feeds[url]
+            printed = self.feeds.pop(url).state.printed
+            if printed is not None:
+                self._departed[state_key(url)] = FeedState(printed)
             self._unpolled.discard(url)
             if hasattr(self.fetch, "forget"):   # its kept-alive connection goes too
                 self.fetch.forget(url)
         added = [p for url, p in wanted.items() if url not in self.feeds]
+        now = self.clock()
         for url, provider in wanted.items():
-            if url in self.feeds:
-                self.feeds[url].provider = provider   # a new display name
-        self._add_feeds(added, {})
+            feed = self.feeds.get(url)
+            if feed is not None:
+                feed.provider = provider   # a new display name
+                if feed.state.failures and not feed.busy:
+                    self._schedule(feed, now)
+        self._add_feeds(added, self._departed)
         self.feeds = collections.OrderedDict((url, self.feeds[url]) for url in wanted)
         self._changed.update(p.url for p in added)
+        if self._lanes:   # the pools follow the feeds watched
+            fast, slow = self._widths()
+            for name, lane in self._lanes.items():
+                lane.resize(slow if name == "slow" else fast)
         if removed and self.state_file:
             self._save()
         self.log("reloaded: %d feeds (%d added, %d removed)" % (
@@ -3680,7 +3729,7 @@ class Tracker(object):
             wait = min(wait, lane.pump())
         self._wake_at = now + wait
         self._sleeping = True    # then look at _done: a worker sees one or the other
-        if not (self._done or self._requests):
+        if not (self._done or self._requests or self._reloaded):
             self._wait(max(0.0, wait))
         self._sleeping = False
 
@@ -3695,16 +3744,16 @@ class Tracker(object):
         while self._queue:
             due, _, url = self._queue[0]
             feed = self.feeds.get(url)
-            if feed is None or feed.busy or due != feed.due:
+            if feed is None or feed.busy or due != feed.due or url in self._in_flight:
                 heapq.heappop(self._queue)
-                continue   # dropped, or rescheduled since
+                continue   # dropped, rescheduled since, or its URL polled by a feed a reload removed
             horizon = min(LAUNCH_QUANTUM, interval_of(feed.provider, self.config) / 20)
             if due > now + horizon:
                 break
             heapq.heappop(self._queue)
             if rounds is not None and feed.polls >= rounds:
                 continue
-            feed.busy = True
+            feed.busy, self._in_flight[url] = True, feed
             self.stats["lateness_max"] = max(self.stats["lateness_max"], now - due)
             state = feed.state
             lane = "slow" if state.slow else "fast" if feed.polls else "new"
@@ -3726,14 +3775,18 @@ class Tracker(object):
 
     def _apply(self, outcome):
         """Take one poll's outcome into its feed; return (url, Event) to print."""
-        feed = self.feeds.get(outcome.url)
-        if feed is None or not feed.busy:
-            # removed by a reload while it was polled: the connection the
-            # poll kept goes now
-            if feed is None and hasattr(self.fetch, "forget"):
+        started, feed = self._in_flight.pop(outcome.url, None), self.feeds.get(outcome.url)
+        if feed is not started:
+            # Removed by a reload while it was polled, maybe put back since: the
+            # outcome is the removed feed's, and the connection its poll kept
+            # goes now.  The feed put back polls now, on a fresh connection.
+            if hasattr(self.fetch, "forget"):
                 self.fetch.forget(outcome.url)
+            if feed is not None:
+                self._schedule(feed, self.clock())
             return []
         feed.busy = False
+        failing = feed.state.failures
         feed.polls += 1
         self._unpolled.discard(outcome.url)
         step = poll_step(feed.state, feed.provider, outcome, self.config, feed.due,
@@ -3746,7 +3799,19 @@ class Tracker(object):
         if step.changed:
             self._changed.add(outcome.url)
         self._schedule(feed, step.due)
+        if failing and not step.state.failures:
+            self._retry_after_outage(feed)
         return [(outcome.url, event) for event in step.events]
+
+    def _retry_after_outage(self, recovered):
+        """A feed recovered while every other one was failing: the network was
+        down, not the pages, so the others are tried again now, not at their backoff."""
+        others = [f for f in self.feeds.values() if f is not recovered]
+        if others and all(f.state.failures for f in others):
+            now = self.clock()
+            for feed in others:
+                if not feed.busy:
+                    self._schedule(feed, now)
 
 
 # ---------------------------------------------------------------- command line
@@ -3918,11 +3983,11 @@ def main(argv=None):
         log("error: %s" % exc)
         return 2
     config = Config(interval=args.interval, timeout=args.timeout,
-                    workers=args.workers or min(MAX_WORKERS, len(providers)),
+                    workers=args.workers or 0,
                     history=args.history, json=args.json, verbose=args.verbose,
                     once=args.once, only=tuple(args.only), skip=tuple(args.skip),
                     maintenance=not args.no_maintenance)
-    fetch = Fetcher(max_idle=_connection_budget(config.workers, len(providers)))
+    fetch = Fetcher(max_idle=_connection_budget(config.workers or MAX_WORKERS, len(providers)))
     couriers = start_couriers(targets, state_file.outbox if state_file else {}, log,
                               lambda target, line: deliver(target, line, args.timeout, secret))
     tracker = Tracker(providers, config, fetch=fetch, emit=_writer(out), log=log, state_file=state_file,

@@ -773,10 +773,13 @@ def test_failing_feed_is_logged_once_then_recovery_once_and_others_go_on(server,
     assert len([p for p, _ in server.script.requests if p == "/good"]) >= 4
 
 
-@pytest.mark.parametrize("failures, expected", [(1, 60.0), (2, 120.0), (3, 240.0), (30, 3600.0)])
-def test_backoff_doubles_up_to_the_cap(failures, expected):
-    assert tracker.backoff_delay(failures, 60.0, rand=lambda: 0.5) == expected
-    assert tracker.backoff_delay(1, 60.0, retry_after=600.0, rand=lambda: 0.5) == 600.0
+@pytest.mark.parametrize("interval, failures, expected", [
+    (60.0, 1, 60.0), (60.0, 2, 120.0), (60.0, 3, 240.0), (60.0, 4, 300.0), (60.0, 30, 300.0),
+    (30.0, 30, 300.0), (120.0, 30, 600.0), (1.0, 30, 300.0)])
+def test_backoff_doubles_up_to_five_minutes_or_five_intervals(interval, failures, expected):
+    # issue 17 #9: capped at an hour, a 15-minute outage left a 30 s feed unpolled ~16 min
+    assert tracker.backoff_delay(failures, interval, rand=lambda: 0.5) == expected
+    assert tracker.backoff_delay(1, interval, retry_after=900.0, rand=lambda: 0.5) == 900.0
 
 
 # ---------------------------------------------------------------- the command line
@@ -1312,7 +1315,7 @@ def test_backoff_is_exponential_jittered_capped_and_never_gives_up():
         assert high == pytest.approx(max(60.0, min(1.2 * nominal, tracker.BACKOFF_CAP)), rel=1e-5)
     assert tracker.backoff_delay(10 ** 9, 60.0) <= tracker.BACKOFF_CAP   # still retried
     assert tracker.backoff_delay(1, 60.0, 7 * 86400.0) == tracker.RETRY_AFTER_CAP
-    assert tracker.backoff_delay(4, 60.0, 5.0, rand=lambda: 0.5) == 480.0
+    assert tracker.backoff_delay(3, 60.0, 5.0, rand=lambda: 0.5) == 240.0
 
 
 FEED = tracker.Provider("http://feed.test/x", "F")
@@ -3448,6 +3451,9 @@ class InlineLane(object):
     def pump(self):
         return float("inf")
 
+    def resize(self, workers):
+        pass
+
     def shutdown(self):
         pass
 
@@ -4180,3 +4186,180 @@ def test_sigterm_with_stdout_closed_and_a_poll_stuck_exits_0_without_a_traceback
 def test_bad_usage_with_stderr_closed_at_start_is_still_exit_2():
     done = run_with_fd_closed(2, [sys.executable, SCRIPT, "--no-such-option"])
     assert done.returncode == 2 and done.stdout == ""
+
+
+# ---------------------------------------------------------------- issue 17: scheduler
+
+def eventually(condition, timeout=10.0):
+    """Wait until condition() holds (True), or the timeout ends (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_feed_put_back_while_its_old_poll_is_in_flight_prints_the_next_update(server):
+    # issue 17 #3: the old poll's 304 was applied to the feed put back, whose
+    # own first poll was then dropped: it kept the ETag but not what it had
+    # printed, and "Resolved" was read as a first look, never printed.
+    holding, release = threading.Event(), threading.Event()
+    server.script.set("/x", github_feed(GITHUB_OPEN), etag='W/"1"')
+    feed = tracker.Provider(server.url + "/x", "X")
+    watched = [[]]
+    lines, logs = [], []
+    poller = tracker.Tracker([feed], tracker.Config(interval=0.05), emit=lines.append,
+                             log=logs.append, reload=lambda: watched[0])
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    try:
+        assert eventually(lambda: len(lines) == 1)          # the open incident, once
+
+        def held(handler):                                    # the next poll hangs ...
+            holding.set()
+            release.wait(5)
+            reply(handler, b"", 304, [("ETag", 'W/"1"')])     # ... then says "unchanged"
+        server.script.set("/x", held)
+        assert holding.wait(5)
+        poller.request("reload")                              # removed ...
+        assert eventually(lambda: "reloaded: 0 feeds (0 added, 1 removed)" in logs)
+        watched[0] = [feed]
+        poller.request("reload")                              # ... and put back
+        assert eventually(lambda: "reloaded: 1 feeds (1 added, 0 removed)" in logs)
+        server.script.set("/x", github_feed(GITHUB_RESOLVED, "2026-07-09T13:52:00Z"),
+                          etag='W/"2"')
+        release.set()
+        assert eventually(lambda: len(lines) >= 3, timeout=5)
+        time.sleep(0.2)                                       # nothing more comes
+    finally:
+        release.set()
+        poller.stop()
+        thread.join(5)
+    assert [line.split("\n")[1] for line in lines] == [
+        "Status: Update - We are continuing to work on a mitigation.",
+        "Status: Update - Actions have recovered.",
+        "Status: Resolved - This incident has been resolved."]
+
+
+def outage_farm(server, now, paths, ends):
+    """Answer 500 on each path until the fake clock reaches `ends`, then a feed;
+    return {path: [fake times of its polls that were answered]}."""
+    answered = collections.defaultdict(list)
+
+    def route(path):
+        def answer(handler):
+            if now[0] < ends:
+                return reply(handler, b"down", 500)
+            answered[path].append(now[0])
+            reply(handler, github_feed(GITHUB_OPEN))
+        return answer
+    for path in paths:
+        server.script.set(path, route(path))
+    return answered
+
+
+def fake_clock_tracker(providers, now, config, during=lambda moment: None, step=3600.0,
+                       **kwargs):
+    """A Tracker on a fake clock, polls inline; during(now) runs at every wait,
+    which moves the clock `step` seconds at most."""
+    def wait(seconds):
+        now[0] += min(max(seconds, 0.001), step)
+        during(now[0])
+    return tracker.Tracker(providers, config, clock=lambda: now[0],
+                           wall=lambda: 1.8e9 + now[0], wait=wait, lane=InlineLane, **kwargs)
+
+
+def test_after_an_outage_every_feed_is_read_within_minutes_and_together(server):
+    # issue 17 #9: backoff doubled to an hour, so after a 1,000 s outage a
+    # feed polled every 30 s stayed blind ~15 minutes more.  Capped at five
+    # minutes (or five intervals), and the first answer anywhere, after all
+    # feeds failed, tries the others at once.
+    now, paths = [0.0], ["/a", "/b", "/c", "/d"]
+    answered = outage_farm(server, now, paths, ends=1000.0)
+    providers = [tracker.Provider(server.url + path, path) for path in paths]
+    poller = fake_clock_tracker(providers, now, tracker.Config(interval=30.0))
+    poller.run(rounds=9)
+    firsts = [answered[path][0] for path in paths]
+    assert max(firsts) <= 1000.0 + tracker.BACKOFF_CAP, firsts
+    assert max(firsts) - min(firsts) <= tracker.LAUNCH_QUANTUM, firsts
+
+
+def test_a_reload_tries_a_failing_feed_at_once(server):
+    # issue 17 #9: SIGHUP (the operator's "try again now") reset no backoff
+    now, reloads = [0.0], []
+    answered = outage_farm(server, now, ["/a"], ends=700.0)
+    providers = [tracker.Provider(server.url + "/a", "A")]
+
+    def during(moment):
+        if moment >= 710.0 and not reloads:
+            reloads.append(moment)
+            poller.replace_providers(providers)
+    poller = fake_clock_tracker(providers, now, tracker.Config(interval=60.0), during, step=5.0)
+    poller.run(rounds=7)
+    assert 710.0 <= reloads[0] < 715.0 and answered["/a"][0] == reloads[0], (answered, reloads)
+
+
+def test_feeds_added_by_a_reload_are_not_held_up_by_dead_ones_listed_first(server, tmp_path):
+    # issue 17 #11: --workers defaulted to the feeds at start (one): ten dead
+    # servers put first by a reload held healthy new feeds up for 50 s.
+    silent = [listening_silently() for _ in range(10)]
+    polled = set()
+
+    def healthy(handler):
+        polled.add(handler.path)
+        reply(handler, openai_feed(OPENAI_NO_COMPONENTS))
+    for n in range(21):
+        server.script.set("/ok%d" % n, healthy)
+    path = write(tmp_path, "p.txt", "%s/ok0 Ok0\n" % server.url)
+    run = Running("--providers", path, "--interval", "60")
+    try:
+        run.wait_for(lambda: polled == {"/ok0"})
+        write(tmp_path, "p.txt", "".join(
+            ["http://127.0.0.1:%d/ Dead%d\n" % (sock.getsockname()[1], n)
+             for n, sock in enumerate(silent)] +
+            ["%s/ok%d Ok%d\n" % (server.url, n, n) for n in range(21)]))
+        run.send(signal.SIGHUP)
+        # each dead one holds a poll for the fast lane's 5 s: one loop at a
+        # time would reach the healthy feeds after 50 s
+        run.wait_for(lambda: len(polled) == 21, timeout=4.0)
+        assert run.finish() == 0
+    finally:
+        run.finish(signal.SIGKILL)
+        for sock in silent:
+            sock.close()
+
+
+def test_reading_a_long_providers_file_on_sighup_never_stops_the_polls(server):
+    # issue 17 #12: the reload read and parsed providers.txt in the
+    # scheduler's thread; a 1.2 MB line stalled every poll 16 s
+    reading, release, polls = threading.Event(), threading.Event(), []
+
+    def answer(handler):
+        polls.append(time.monotonic())
+        reply(handler, openai_feed(OPENAI_NO_COMPONENTS))
+    server.script.set("/ok", answer)
+    feed = tracker.Provider(server.url + "/ok", "Ok")
+    logs = []
+
+    def slow_reload():
+        reading.set()
+        release.wait(10)
+        return [feed]
+    poller = tracker.Tracker([feed], tracker.Config(interval=0.05), log=logs.append,
+                             reload=slow_reload)
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    try:
+        assert eventually(lambda: len(polls) >= 1)
+        poller.request("reload")
+        assert reading.wait(5)
+        before = len(polls)
+        assert eventually(lambda: len(polls) >= before + 5, timeout=3.0)
+        assert not any(line.startswith("reloaded") for line in logs)   # still reading
+        release.set()
+        assert eventually(lambda: "reloaded: 1 feeds (0 added, 0 removed)" in logs)
+    finally:
+        release.set()
+        poller.stop()
+        thread.join(5)

@@ -32,7 +32,8 @@ import openai_status_tracker as tracker   # noqa: E402
 
 def inline_lane(workers, work):
     """A Lane that runs each poll in the thread that submits it."""
-    return types.SimpleNamespace(submit=work, pump=lambda: float("inf"), shutdown=lambda: None)
+    return types.SimpleNamespace(submit=work, pump=lambda: float("inf"), shutdown=lambda: None,
+                                 resize=lambda workers: None)
 
 
 def usage():
