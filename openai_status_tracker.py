@@ -1821,8 +1821,9 @@ class Fetcher(object):
     A feed reached directly keeps its connection open between polls
     (HTTP/1.1 keep-alive): a poll then costs one round trip and no TLS
     handshake.  That exchange is written here, not left to http.client,
-    which parses every answer's header with the email package: that was
-    half the CPU of an unchanged poll.  Redirects, proxies and the rest go
+    which parses every answer's header with the email package, the larger
+    part of an unchanged poll's CPU (bench/README.md has the figures that
+    keep it).  Redirects, proxies and the rest go
     through urllib, which does them all; both verify TLS the same way and
     share the deadline and the body limits.
     """
@@ -3285,10 +3286,9 @@ class _Wakeup(object):
 class Lane(object):
     """One lane of polls: a few long-lived loops on a ThreadPoolExecutor, taking jobs in turn.
 
-    Each thread runnable at once costs CPU: on 2 cores, 32 workers taking a
-    burst of 50 loopback 304s contend for the GIL (12 context switches and
-    0.39 ms a poll) where 2 take them in turn (2.3, and 0.31 ms;
-    bench/poll_cost.py --how tracker).  So a lane starts LANE_WIDTH loops
+    Each thread runnable at once costs CPU: many workers taking a burst of
+    quick polls contend for the GIL and wake each other, where a few take
+    them in turn (bench/README.md).  So a lane starts LANE_WIDTH loops
     and widens, up to `workers`, when a job has waited LANE_PATIENCE: to
     twice the loops held that long (hung servers count for nothing), and by
     one at least.  A burst of quick jobs waiting for the GIL, not for a
@@ -3737,9 +3737,8 @@ class Tracker(object):
         """Launch every poll due now or within a short quantum: one wake-up, many polls."""
         now = self.clock()
         # A poll after a sleep costs more CPU than one right after another
-        # (cold caches, the wake-up itself): on a 2-core VM, 0.64 ms each
-        # 10 ms apart, 0.24-0.30 back to back (bench/poll_cost.py).  Early
-        # by at most 5 % of the feed's interval, and on its own grid: no drift.
+        # (cold caches, the wake-up itself; bench/README.md).  Early by at
+        # most 5 % of the feed's interval, and on its own grid: no drift.
         fast = min(self.config.timeout, self.config.fast_timeout)
         while self._queue:
             due, _, url = self._queue[0]
