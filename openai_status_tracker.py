@@ -154,6 +154,7 @@ NOTIFY_KINDS = ("slack", "discord", "teams", "webhook")   # what --notify speaks
 NOTIFY_QUEUE = 1000              # events waiting per target; the oldest beyond are dropped
 NOTIFY_LINE_LIMIT = 16384        # bytes of one event's JSON sent (and kept in the outbox) at most
 MIN_WEBHOOK_KEY = 16             # bytes of TRACKER_WEBHOOK_SECRET's key at least
+NOTIFY_RETRY_BASE = 1.0          # first wait before a delivery is tried again, seconds
 NOTIFY_RETRY_CAP = 300.0         # longest wait between two tries of a delivery, seconds
 # seconds between two sends: Slack allows 1 message a second per webhook
 # (api.slack.com/apis/rate-limits), Discord 5 per 2 s (its X-RateLimit-* on
@@ -1208,7 +1209,10 @@ def _failed_step(state, provider, outcome, config, now, logs, rand):
             provider.name, redact(provider.url), outcome.error,
             "" if config.once else "; retrying with backoff"))
     failures = state.failures + 1
-    delay = backoff_delay(failures, interval_of(provider, config), outcome.retry_after, rand)
+    interval = interval_of(provider, config)
+    # capped: a feed is never blind for long after an outage
+    delay = backoff(failures, interval, max(BACKOFF_CAP, BACKOFF_INTERVALS * interval),
+                    outcome.retry_after, rand)
     return Step(state._replace(failures=failures, slow=True), [], now + delay, logs, True, "error")
 
 
@@ -1218,13 +1222,13 @@ def _poll_line(provider, outcome):
                                       outcome.seconds * 1000, what)
 
 
-def backoff_delay(failures, interval, retry_after=None, rand=random.random):
-    """Return seconds until the next try of a feed that failed `failures` times."""
-    delay = interval * 2 ** min(max(failures, 1) - 1, 20)
+def backoff(failures, base, cap, retry_after=None, rand=random.random):
+    """Return seconds until the next try after `failures` failures in a row (of a
+    feed's polls or a target's deliveries): base doubling, within [base, cap]."""
+    delay = base * 2 ** min(max(failures, 1) - 1, 20)
     delay *= 0.8 + 0.4 * rand()                       # jitter: no herd
-    # capped after the jitter: a feed is never blind for long after an outage
-    delay = max(interval, min(delay, max(BACKOFF_CAP, BACKOFF_INTERVALS * interval)))
-    if retry_after is not None:
+    delay = max(base, min(delay, cap))                # capped after the jitter
+    if retry_after is not None:                       # what the server asked, within reason
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
 
@@ -3102,12 +3106,6 @@ def _log_stream():
         return subprocess.DEVNULL
 
 
-def delivery_delay(tries, retry_after=None, rand=random.random):
-    """Return seconds before the next try of a delivery that failed `tries` times in a row."""
-    delay = min(NOTIFY_RETRY_CAP, 2.0 ** min(tries - 1, 20) * (0.5 + rand()))   # jitter, capped
-    return max(delay, retry_after or 0.0)
-
-
 class Courier(object):
     """Delivers the events of one target in order, from a thread of its own.
 
@@ -3119,9 +3117,11 @@ class Courier(object):
     oldest (but the one being tried) are dropped, counted and logged.
     """
 
-    def __init__(self, target, deliver, log, delay=delivery_delay, pace=None):
+    def __init__(self, target, deliver, log, delay=None, pace=None):
         self.target = target
-        self._deliver, self._log, self._delay = deliver, log, delay
+        self._deliver, self._log = deliver, log
+        self._delay = delay or (lambda tries, retry_after: backoff(
+            tries, NOTIFY_RETRY_BASE, NOTIFY_RETRY_CAP, retry_after))
         self._pace = NOTIFY_PACE.get(target.kind, 0.0) if pace is None else pace
         self._queue = collections.deque()     # event lines, oldest first
         self._lock = threading.Condition()
