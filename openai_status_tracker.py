@@ -1333,20 +1333,23 @@ def _matches(rule, event, config):
 
 # ---------------------------------------------------------------- providers.txt
 
-def _url_problem(url):
-    """Return why url cannot be polled, or None."""
+def url_problem(url, shown):
+    """Return why url is no http(s) URL with a host name, naming it as `shown`; or None.
+
+    The one check of a feed's URL and of a --notify target's.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port
     except ValueError as exc:
         if "@" in url:   # the reason could quote a piece of the password
             return "bad URL %s: a raw '/', '?', '#' or '@' in user:password@ must be %%-encoded" \
-                % redact(url)
-        return "bad URL %s: %s" % (redact(url), exc)
+                % shown
+        return "bad URL %s: %s" % (shown, exc)
     if parts.scheme.lower() not in ("http", "https"):
-        return "only http and https URLs can be polled, not %s" % redact(url)
+        return "not an http or https URL: %s" % shown
     if not parts.hostname:
-        return "URL %s has no host name" % redact(url)
+        return "no host name in %s" % shown
     return None
 
 
@@ -1445,7 +1448,7 @@ def parse_providers(text, source=PROVIDERS_FILE, notes=None):
             continue
         words = line.split()   # a tab parts them as a space does
         url, (name, options) = words[0], _name_and_options(words[1:])
-        problem = _url_problem(url) or _options_problem(options) or _misplaced_option(name)
+        problem = url_problem(url, redact(url)) or _options_problem(options) or _misplaced_option(name)
         if problem:
             raise ConfigError("%s:%d: %s" % (source, number, clean_text(problem, TEXT_LIMIT)))
         url = normalise_url(url)
@@ -2785,16 +2788,10 @@ def parse_target(text, kind=None):
     if kind != "exec":
         if re.search(r"[\x00-\x20\x7f]", text):
             raise ValueError("--notify: a space or control character in %s" % redact_target(text))
-        try:
-            parts = urllib.parse.urlsplit(split_credentials(text)[0])
-            parts.port
-        except ValueError:
-            raise ValueError("--notify: not a URL: %s" % redact_target(text))
-        if parts.scheme.lower() not in ("http", "https"):
-            raise ValueError("--notify: not an http or https URL: %s" % redact_target(text))
-        if not parts.hostname:
-            raise ValueError("--notify: no host in %s" % redact_target(text))
-        kind = kind or _kind_by_host(parts)
+        problem = url_problem(text, redact_target(text))
+        if problem:
+            raise ValueError("--notify: " + problem)
+        kind = kind or _kind_by_host(urllib.parse.urlsplit(text))
     key = "sha256:" + hashlib.sha256(("%s:%s" % (kind, text)).encode("utf-8")).hexdigest()[:24]
     shown = "exec %s" % clean_text(text.split()[0] if text.split() else "", 80) \
         if kind == "exec" else "%s %s" % (kind, redact_target(text))

@@ -382,8 +382,8 @@ def test_parse_providers_names_comments_and_defaults():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("https://a.test/x\nftp://a.test/feed\n", "providers.txt:2: only http and https"),
-    ("https:///history.atom\n", "providers.txt:1: URL https:///history.atom has no host name"),
+    ("https://a.test/x\nftp://a.test/feed\n", "providers.txt:2: not an http or https URL"),
+    ("https:///history.atom\n", "providers.txt:1: no host name in https:///history.atom"),
     ("https://a.test:99999/x\n", "providers.txt:1: bad URL"),
     ("# nothing\n\n", "providers.txt: no feeds listed"),
     ("https://a.test/x A\nhttps://b.test/x B every=5\n",
@@ -840,7 +840,7 @@ def test_main_bad_providers_file_exits_2_naming_file_and_line(tmp_path, capsys):
     path = write(tmp_path, "providers.txt", "https://ok.test/feed\nfile:///etc/passwd\n")
     assert tracker.main(["--providers", path]) == 2
     assert capsys.readouterr()[1] == \
-        "error: %s:2: only http and https URLs can be polled, not file:///etc/passwd\n" % path
+        "error: %s:2: not an http or https URL: file:///etc/passwd\n" % path
     assert tracker.main(["--providers", str(tmp_path / "absent.txt")]) == 2
     assert "absent.txt: cannot read: No such file or directory" in capsys.readouterr()[1]
 
@@ -1599,8 +1599,8 @@ def write_bytes(tmp_path, name, data):
     (lambda tmp: str(tmp), "not a regular file"),
     (lambda tmp: write(tmp, "p.txt", ""), "no feeds listed"),
     (lambda tmp: write(tmp, "p.txt", "# only comments\n\n"), "no feeds listed"),
-    (lambda tmp: write(tmp, "p.txt", "gopher://x.test/feed\n"), "only http and https"),
-    (lambda tmp: write(tmp, "p.txt", "status.example.com/feed\n"), "only http and https"),
+    (lambda tmp: write(tmp, "p.txt", "gopher://x.test/feed\n"), "not an http or https URL"),
+    (lambda tmp: write(tmp, "p.txt", "status.example.com/feed\n"), "not an http or https URL"),
     (lambda tmp: write_bytes(tmp, "p.txt", b"https://x.test/\xff\xfe\n"), "not UTF-8 text"),
 ], ids=["a directory", "empty", "comments only", "gopher", "no scheme", "not UTF-8"])
 def test_a_bad_providers_file_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, make, message):
