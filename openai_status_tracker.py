@@ -519,13 +519,7 @@ def parse_block_date(text, reference, opened_only=False):
     if month is None:
         return None, ""
     _, day, year, hour, minute, name, number = match.groups()
-    unknown = ""
-    if number:
-        offset = _offset_hours(number)
-    else:
-        offset = ZONES.get((name or "UTC").upper())
-        if offset is None:
-            unknown, offset = name, 0
+    offset, unknown = _block_zone(name, number)
     if year is None and reference is None:
         return None, unknown
     years = [int(year)] if year else [reference.year - 1, reference.year, reference.year + 1]
@@ -534,12 +528,27 @@ def parse_block_date(text, reference, opened_only=False):
         if when is not None]
     if not candidates or year:
         return (candidates[0] if candidates else None), unknown
+    return _closest_year(candidates, reference, opened_only), unknown
+
+
+def _block_zone(name, number):
+    """Return (offset hours, zone name not understood or "") of a block date's zone."""
+    if number:
+        return _offset_hours(number), ""
+    offset = ZONES.get((name or "UTC").upper())
+    if offset is None:
+        return 0, name
+    return offset, ""
+
+
+def _closest_year(candidates, reference, opened_only):
+    """Return the candidate (one a year, oldest first) the entry's reference date allows."""
     slack = timedelta(days=2)
     if opened_only:
         after = [when for when in candidates if when >= reference - slack]
-        return (after[0] if after else candidates[-1]), unknown
+        return after[0] if after else candidates[-1]
     before = [when for when in candidates if when <= reference + slack]
-    return (before[-1] if before else candidates[0]), unknown
+    return before[-1] if before else candidates[0]
 
 
 def normalise_state(label):
